@@ -1,0 +1,1 @@
+"""Python client for the LogitRec gateway (the SDK itself arrives with the client issue)."""

@@ -1,0 +1,1 @@
+"""Export: checkpoints -> ONNX models in a Triton model repository (not implemented yet)."""

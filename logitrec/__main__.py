@@ -1,0 +1,5 @@
+"""`python -m logitrec` runs the CLI."""
+
+from logitrec.cli import main
+
+main()

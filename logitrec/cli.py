@@ -1,0 +1,54 @@
+"""The `logitrec` command: one entry point, one subcommand group per pipeline stage."""
+
+import sys
+
+import typer
+
+from logitrec.errors import InputError
+from training.data.cli import data_app
+
+app = typer.Typer(
+    help="LogitRec: train, export and serve logit language models as recommenders.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data")
+
+
+def _not_implemented(stage: str, issue: str):
+    def command() -> None:
+        raise InputError(f"`logitrec {stage}` is not implemented yet ({issue}).")
+
+    command.__doc__ = f"{stage.capitalize()} (not implemented yet: {issue})."
+    return command
+
+
+for _stage, _issue in [
+    ("train", "training issue"),
+    ("evaluate", "training issue"),
+    ("export", "export issue"),
+    ("serve", "gateway issue"),
+    ("bench", "benchmark issues"),
+]:
+    app.command(
+        _stage,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(_not_implemented(_stage, _issue))
+
+
+def main() -> None:
+    """Run the CLI; user errors become one line on stderr and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as error:  # click's own usage errors carry their exit code
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise

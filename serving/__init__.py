@@ -1,0 +1,1 @@
+"""Serving: the gRPC gateway (not implemented yet)."""

@@ -1,0 +1,31 @@
+"""Shared fixtures: the CLI as a user runs it, and the shared ML-1M folder when present."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ML1M = REPO.parent / "shared" / "data" / "ml-1m"
+
+
+def run_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `logitrec ARGS` in a subprocess, exactly as a user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "logitrec", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"logitrec {args} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def ml1m_dir() -> Path:
+    if not (SHARED_ML1M / "ml-1m.txt").is_file():
+        pytest.skip(f"shared ML-1M data not found at {SHARED_ML1M}")
+    return SHARED_ML1M

@@ -1,0 +1,213 @@
+"""Each input format a user has, prepared end to end through the CLI on small files written here."""
+
+import json
+
+import polars as pl
+from conftest import run_cli
+
+from training.data.dataset import load_dataset
+
+
+def external_sequences(dataset) -> dict[str, list[str]]:
+    """user id -> item ids in the prepared order, in external ids (what a user checks by eye)."""
+    item_ids = dataset.items.sort("item_index")["item_id"].to_list()
+    user_ids = dataset.users.sort("user_index")["user_id"].to_list()
+    return {
+        user_ids[u - 1]: [item_ids[i - 1] for i in dataset.sequence(u)]
+        for u in range(1, dataset.num_users + 1)
+    }
+
+
+def test_movielens_100k_folder_with_items_and_users(tmp_path):
+    raw = tmp_path / "ml-100k"
+    raw.mkdir()
+    # u.data: user item rating timestamp, tab-separated, not sorted by time.
+    rows = [(1, 10, 5, 300), (1, 20, 3, 100), (1, 30, 4, 200), (2, 10, 2, 50), (2, 30, 5, 60)]
+    (raw / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows))
+    flags = {10: "0|1|0", 20: "0|0|1", 30: "0|1|1"}  # only the first 3 of 19 genre flags vary
+    (raw / "u.item").write_bytes(
+        "".join(
+            f"{i}|Caf\u00e9 {i} (1995)|01-Jan-1995||http://x|{flags[i]}|{'|'.join(['0'] * 16)}\n"
+            for i in (10, 20, 30)
+        ).encode("latin-1")
+    )
+    (raw / "u.user").write_text("1|24|M|technician|85711\n2|53|F|other|94043\n")
+
+    run_cli(
+        "data",
+        "prepare",
+        raw,
+        "--out",
+        tmp_path / "ds",
+        "--min-user-interactions",
+        1,
+        "--min-item-interactions",
+        1,
+        "-q",
+    )
+    dataset = load_dataset(tmp_path / "ds")
+
+    assert external_sequences(dataset) == {"1": ["20", "30", "10"], "2": ["10", "30"]}
+    items = dataset.items.sort("item_id")
+    assert items["title"].to_list() == [
+        "Caf\u00e9 10 (1995)",
+        "Caf\u00e9 20 (1995)",
+        "Caf\u00e9 30 (1995)",
+    ]
+    assert items["genres"].to_list() == ["Action", "Adventure", "Action|Adventure"]
+    users = dataset.users.sort("user_id")
+    assert users["occupation"].to_list() == ["technician", "other"]
+    assert dataset.manifest["source"]["interactions"]["format"] == "movielens-100k"
+
+
+def test_movielens_ratings_dat_with_rating_filter_and_latin1_titles(tmp_path):
+    raw = tmp_path / "ml"
+    raw.mkdir()
+    lines = ["1::1::5::10", "1::2::1::20", "1::3::4::30", "2::1::4::5", "2::3::5::6", "2::2::2::7"]
+    (raw / "ratings.dat").write_text("\n".join(lines) + "\n")
+    (raw / "movies.dat").write_bytes(
+        "1::Am\u00e9lie (2001)::Comedy|Romance\n2::B (1999)::Drama\n3::C (1998)::Drama\n".encode(
+            "latin-1"
+        )
+    )
+    run_cli(
+        "data",
+        "prepare",
+        raw,
+        "--out",
+        tmp_path / "ds",
+        "--min-rating",
+        4,
+        "--min-user-interactions",
+        1,
+        "--min-item-interactions",
+        1,
+        "-q",
+    )
+    dataset = load_dataset(tmp_path / "ds")
+    assert external_sequences(dataset) == {"1": ["1", "3"], "2": ["1", "3"]}
+    assert dataset.manifest["cleaning"]["filtered_by_rating"] == 2
+    titles = dict(zip(dataset.items["item_id"], dataset.items["title"], strict=True))
+    assert titles["1"] == "Am\u00e9lie (2001)"
+
+
+def test_generic_csv_with_named_columns_events_and_string_ids(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "who,what,when,kind\n"
+        "alice,apple,3,view\n"
+        "alice,pear,1,view\n"
+        "alice,plum,2,buy\n"
+        "bob,apple,1,view\n"
+        "bob,pear,1,view\n"  # same time as the line above: input order decides
+        ",pear,9,view\n"  # malformed: no user
+        "bob,plum,2,view\n"
+        "bob,plum,2,view\n"  # exact duplicate
+        "carol,apple,1,spam\n"
+    )
+    result = run_cli(
+        "data",
+        "prepare",
+        path,
+        "--out",
+        tmp_path / "ds",
+        "--user-col",
+        "who",
+        "--item-col",
+        "what",
+        "--time-col",
+        "when",
+        "--event-col",
+        "kind",
+        "--keep-events",
+        "view,buy",
+        "--min-user-interactions",
+        1,
+        "--min-item-interactions",
+        1,
+        "--json",
+    )
+    manifest = json.loads(result.stdout)
+    assert manifest["cleaning"]["malformed_rows"] == 1
+    assert manifest["cleaning"]["duplicate_rows"] == 1
+    assert manifest["cleaning"]["filtered_by_event"] == 1
+    dataset = load_dataset(tmp_path / "ds")
+    assert external_sequences(dataset) == {
+        "alice": ["pear", "plum", "apple"],
+        "bob": ["apple", "pear", "plum"],
+    }
+    # Indices follow the sorted external ids, so they do not depend on the row order.
+    assert dataset.items.sort("item_index")["item_id"].to_list() == ["apple", "pear", "plum"]
+
+
+def test_parquet_with_datetime_timestamps_and_tsv_with_order_column(tmp_path):
+    frame = pl.DataFrame(
+        {
+            "user_id": [7, 7, 7, 8, 8, 8],
+            "item_id": [1, 2, 3, 3, 2, 1],
+            "timestamp": pl.Series(
+                ["2024-01-03", "2024-01-01", "2024-01-02", "2024-01-01", "2024-01-02", "2024-01-03"]
+            ).str.to_datetime("%Y-%m-%d"),
+        }
+    )
+    frame.write_parquet(tmp_path / "log.parquet")
+    run_cli(
+        "data",
+        "prepare",
+        tmp_path / "log.parquet",
+        "--out",
+        tmp_path / "p",
+        "--min-user-interactions",
+        1,
+        "--min-item-interactions",
+        1,
+        "-q",
+    )
+    dataset = load_dataset(tmp_path / "p")
+    assert external_sequences(dataset) == {"7": ["2", "3", "1"], "8": ["3", "2", "1"]}
+    assert dataset.timestamps[0] == 1704067200  # 2024-01-01 in seconds
+
+    (tmp_path / "log.tsv").write_text("u\ti\tstep\nx\ta\t2\nx\tb\t1\nx\tc\t3\n")
+    run_cli(
+        "data",
+        "prepare",
+        tmp_path / "log.tsv",
+        "--out",
+        tmp_path / "t",
+        "--user-col",
+        "u",
+        "--item-col",
+        "i",
+        "--order-col",
+        "step",
+        "--min-user-interactions",
+        1,
+        "--min-item-interactions",
+        1,
+        "-q",
+    )
+    dataset = load_dataset(tmp_path / "t")
+    assert external_sequences(dataset) == {"x": ["b", "a", "c"]}
+    assert dataset.manifest["ordering"] == "order column"
+
+
+def test_sasrec_text_keeps_file_order_and_maps_ids(tmp_path):
+    (tmp_path / "log.txt").write_text("1 3\n1 1\n1 2\n2 2\n2 3\n2 1\n")
+    (tmp_path / "items.map").write_text("1 100\n2 200\n3 300\n")
+    run_cli(
+        "data",
+        "prepare",
+        tmp_path / "log.txt",
+        "--out",
+        tmp_path / "ds",
+        "--item-map",
+        tmp_path / "items.map",
+        "--min-user-interactions",
+        1,
+        "--min-item-interactions",
+        1,
+        "-q",
+    )
+    dataset = load_dataset(tmp_path / "ds")
+    assert external_sequences(dataset) == {"1": ["300", "100", "200"], "2": ["200", "300", "100"]}
+    assert dataset.timestamps is None

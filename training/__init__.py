@@ -1,0 +1,1 @@
+"""Training: data preparation now; model training and evaluation to come."""

@@ -1,0 +1,1 @@
+"""Data preparation: raw interaction logs -> a dataset directory of sequences and splits."""
