@@ -1,5 +1,6 @@
 """Shared fixtures: the CLI as a user runs it, and the shared ML-1M folder when present."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_ML1M = REPO.parent / "shared" / "data" / "ml-1m"
+DEFAULT_ML1M = REPO.parent / "shared" / "data" / "ml-1m"
 
 
 def run_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
@@ -26,6 +27,8 @@ def run_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def ml1m_dir() -> Path:
-    if not (SHARED_ML1M / "ml-1m.txt").is_file():
-        pytest.skip(f"shared ML-1M data not found at {SHARED_ML1M}")
-    return SHARED_ML1M
+    """The shared ML-1M folder (LOGITREC_ML1M overrides where to look), or a skip."""
+    folder = Path(os.environ.get("LOGITREC_ML1M", DEFAULT_ML1M))
+    if not (folder / "ml-1m.txt").is_file():
+        pytest.skip(f"shared ML-1M data not found at {folder} (set LOGITREC_ML1M)")
+    return folder

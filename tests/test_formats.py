@@ -211,3 +211,21 @@ def test_sasrec_text_keeps_file_order_and_maps_ids(tmp_path):
     dataset = load_dataset(tmp_path / "ds")
     assert external_sequences(dataset) == {"1": ["300", "100", "200"], "2": ["200", "300", "100"]}
     assert dataset.timestamps is None
+
+
+def test_ids_with_leading_zeros_stay_distinct(tmp_path):
+    (tmp_path / "log.csv").write_text("user_id,item_id\nu,007\nu,7\nu,0007\n")
+    run_cli(
+        "data",
+        "prepare",
+        tmp_path / "log.csv",
+        "--out",
+        tmp_path / "ds",
+        "--min-user-interactions",
+        1,
+        "--min-item-interactions",
+        1,
+        "-q",
+    )
+    dataset = load_dataset(tmp_path / "ds")
+    assert external_sequences(dataset) == {"u": ["007", "7", "0007"]}

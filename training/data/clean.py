@@ -1,6 +1,6 @@
 """Clean normalized interactions: drop malformed rows, filter, order stably, dedupe, k-core."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -33,7 +33,6 @@ class CleanReport:
     kcore_removed_rows: int = 0
     kcore_iterations: int = 0
     ordering: str = "file order"
-    notes: list[str] = field(default_factory=list)
 
 
 def sort_key(frame: pl.DataFrame) -> list[str]:

@@ -80,7 +80,9 @@ def prepare_command(
     ),
     test_fraction: float = typer.Option(0.1, help="Temporal split: share of interactions in test."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the manifest (and stage timings) as JSON."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Turn raw interaction logs into a dataset directory (sequences, split, id maps)."""
@@ -125,7 +127,7 @@ def prepare_command(
     timer = StageTimer(show=not quiet and not as_json)
     manifest = prepare(options, out, force=force, timer=timer)
     if as_json:
-        typer.echo(json.dumps(manifest, indent=2))
+        typer.echo(json.dumps({**manifest, "timings_seconds": timer.seconds}, indent=2))
     else:
         _print_summary(out, manifest, timer)
 

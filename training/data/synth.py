@@ -133,10 +133,12 @@ def generate(options: SynthOptions) -> dict[str, pl.DataFrame]:
     ) % n_clusters
     user_start = START_TIME + rng.integers(0, 365 * 86_400, size=n_users)
 
-    sequence = np.zeros((n_users, int(lengths.max())), dtype=np.int64)
+    # Events are stored flat, user after user: user u's step t lives at first[u] + t.
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    events = np.empty(int(lengths.sum()), dtype=np.int64)
     current = popular_item(cluster)
-    sequence[:, 0] = current
-    for step in range(1, sequence.shape[1]):
+    events[first] = current
+    for step in range(1, int(lengths.max())):
         active = np.flatnonzero(lengths > step)
         follow = rng.random(len(active)) < options.follow_probability
         drift = ~follow & (rng.random(len(active)) < options.drift_probability)
@@ -144,20 +146,18 @@ def generate(options: SynthOptions) -> dict[str, pl.DataFrame]:
         chosen = popular_item(cluster[active])
         chosen[follow] = successor[current[active[follow]]]
         current[active] = chosen
-        sequence[active, step] = chosen
+        events[first[active] + step] = chosen
 
-    mask = np.arange(sequence.shape[1]) < lengths[:, None]
     user_of_event = np.repeat(np.arange(n_users), lengths)
-    gaps = rng.exponential(3600.0, size=int(lengths.sum())).astype(np.int64) + 1
-    # Cumulative gaps per user, starting at the user's start time.
+    gaps = rng.exponential(3600.0, size=len(events)).astype(np.int64) + 1
+    # Each user's clock starts at their start time and moves on by the gaps.
     cumulative = np.cumsum(gaps)
-    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     timestamps = user_start[user_of_event] + cumulative - cumulative[first][user_of_event]
 
     interactions = pl.DataFrame(
         {
             "user_id": user_of_event + 1,
-            "item_id": sequence[mask] + 1,
+            "item_id": events + 1,
             "timestamp": timestamps,
         }
     )

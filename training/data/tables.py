@@ -162,7 +162,8 @@ def external_ids(column: pl.Series) -> pl.Series:
     text = column.cast(pl.String).str.strip_chars()
     text = text.set(text == "", None) if (text == "").any() else text
     as_int = text.cast(pl.Int64, strict=False)
-    if as_int.null_count() == text.null_count():
+    # Integers only when nothing is lost: "007" and "7" must stay different ids.
+    if as_int.null_count() == text.null_count() and (as_int.cast(pl.String) == text).all():
         return as_int
     return text
 
