@@ -11,17 +11,23 @@ ML1M ?= ../shared/data/ml-1m
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]' -e ./clients/python
+	# torch first, pinned: a CPU build of 2.13.0 is on disk here; unpinned, pip would fetch CUDA.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./clients/python
 	touch $@
 
 install: $(VENV)/.installed
 
-# The main job on the embedded default. For now: synthetic data (always) and ML-1M (when the
-# shared data is present) are prepared and summarized; later stages extend this target.
+# The main job on the embedded default. For now: prepare synthetic data (and ML-1M when the
+# shared data is present), train a small model on the synthetic data and evaluate it against
+# the most-popular baseline. Later stages (export, serve, query) extend this target.
 demo: install
 	$(BIN)/logitrec data synth --out $(WORK)/synthetic-raw --force
 	$(BIN)/logitrec data prepare $(WORK)/synthetic-raw --out $(WORK)/synthetic --force
 	$(BIN)/logitrec data stats $(WORK)/synthetic
+	$(BIN)/logitrec train --data $(WORK)/synthetic --out $(WORK)/checkpoints/synthetic --force \
+		--epochs 10 --max-length 50 --hidden-size 32 --learning-rate 3e-3
+	$(BIN)/logitrec evaluate --data $(WORK)/synthetic --checkpoint $(WORK)/checkpoints/synthetic --baselines
 	@if [ -f $(ML1M)/ml-1m.txt ]; then \
 		$(BIN)/logitrec data prepare $(ML1M) --out $(WORK)/ml-1m --force && \
 		$(BIN)/logitrec data stats $(WORK)/ml-1m; \

@@ -5,6 +5,7 @@ import sys
 import typer
 
 from logitrec.errors import InputError
+from training.cli import evaluate_command, train_command
 from training.data.cli import data_app
 
 app = typer.Typer(
@@ -13,6 +14,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.command("train")(train_command)
+app.command("evaluate")(evaluate_command)
 
 
 def _not_implemented(stage: str, issue: str):
@@ -24,8 +27,6 @@ def _not_implemented(stage: str, issue: str):
 
 
 for _stage, _issue in [
-    ("train", "training issue"),
-    ("evaluate", "training issue"),
     ("export", "export issue"),
     ("serve", "gateway issue"),
     ("bench", "benchmark issues"),

@@ -1,0 +1,189 @@
+"""Quality on ML-1M: train a recipe, evaluate by full ranking, and report it next to the anchors.
+
+    python benchmarks/quality.py --name scratch-default -- --max-minutes 60
+    python benchmarks/quality.py --name minilm-short -- --backbone minilm --epochs 1 ...
+    python benchmarks/quality.py --report-only
+
+Everything after `--` goes to `logitrec train` unchanged. Each run is merged into
+benchmarks/results/quality.json by name; quality.md and quality.png are regenerated from it.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+ML1M = REPO.parent / "shared" / "data" / "ml-1m"
+METRICS = ("hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "mrr@20")
+
+# Published full-ranking, leave-one-out numbers on this exact ML-1M file (as quoted in issue #3).
+ANCHORS = [
+    {"model": "SASRec (BCE)", "ndcg@10": 0.1341, "hr@10": None, "source": "as quoted in issue #3"},
+    {"model": "BERT4Rec", "ndcg@10": 0.1537, "hr@10": None, "source": "as quoted in issue #3"},
+    {"model": "gSASRec", "ndcg@10": 0.1726, "hr@10": None, "source": "as quoted in issue #3"},
+    {
+        "model": "SASRec+ (full CE)",
+        "ndcg@10": 0.1821,
+        "hr@10": 0.3152,
+        "source": "antklen/sasrec-bert4rec-recsys23 (Klenitskiy & Vasilev, RecSys 2023)",
+    },
+    {
+        "model": "HSTU-large",
+        "ndcg@10": 0.1893,
+        "hr@10": 0.3294,
+        "source": "Meta generative-recommenders (Zhai et al., ICML 2024)",
+    },
+]
+
+
+def logitrec(*args: str) -> str:
+    command = [sys.executable, "-m", "logitrec", *args]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def ensure_dataset(data: Path) -> None:
+    if (data / "manifest.json").is_file():
+        return
+    if not (ML1M / "ml-1m.txt").is_file():
+        raise SystemExit(f"no dataset at {data} and no shared ML-1M at {ML1M}")
+    logitrec("data", "prepare", str(ML1M), "--out", str(data), "-q")
+
+
+def run(name: str, data: Path, train_args: list[str]) -> dict:
+    checkpoint = REPO / "artifacts" / "quality" / name
+    train_command = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(checkpoint),
+        "--force",
+        "-q",
+        *train_args,
+    ]
+    started = time.perf_counter()
+    logitrec(*train_command)
+    wall = time.perf_counter() - started
+    evaluated = json.loads(
+        logitrec("evaluate", "--data", str(data), "--checkpoint", str(checkpoint), "--baselines")
+    )
+    metrics = json.loads((checkpoint / "metrics.json").read_text())
+    config = json.loads((checkpoint / "config.json").read_text())
+    return {
+        "name": name,
+        "command": "logitrec " + " ".join(train_command).replace(f"{REPO}/", ""),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs ({metrics['device']}, "
+        f"{metrics['threads']} threads)",
+        "backbone": config["model"]["backbone"],
+        "model": config["model"],
+        "train": {k: v for k, v in config["train"].items() if k != "model"},
+        "epochs_run": metrics["epochs_run"],
+        "best_epoch": metrics["best_epoch"],
+        "stopped": metrics["stopped"],
+        "train_wall_seconds": metrics["wall_seconds"],
+        "command_wall_seconds": round(wall, 1),
+        "test": {k: evaluated[k] for k in METRICS},
+        "valid": {k: metrics["valid"][k] for k in METRICS},
+        "most_popular_test": {k: evaluated["most_popular"][k] for k in METRICS},
+    }
+
+
+def report(results: dict) -> None:
+    lines = [
+        "# Quality on MovieLens-1M",
+        "",
+        "Full ranking over all 3,416 items, leave-one-out (last item test, second-to-last",
+        "validation), items in the user's history excluded; 6,040 test users. Produced by",
+        "`benchmarks/quality.py`; every number below was measured by the command shown.",
+        "",
+        "## Our runs (test split)",
+        "",
+        "| run | backbone | epochs (best) | train wall time | machine | HR@10 | NDCG@10 | MRR@10 "
+        "| HR@20 | NDCG@20 | MRR@20 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results["runs"].values():
+        t = r["test"]
+        lines.append(
+            f"| {r['name']} | {r['backbone']} | {r['epochs_run']} ({r['best_epoch']}) | "
+            f"{r['train_wall_seconds'] / 60:.1f} min | {r['machine']} | {t['hr@10']:.4f} | "
+            f"{t['ndcg@10']:.4f} | {t['mrr@10']:.4f} | {t['hr@20']:.4f} | {t['ndcg@20']:.4f} | "
+            f"{t['mrr@20']:.4f} |"
+        )
+    popular = next(iter(results["runs"].values()), {}).get("most_popular_test")
+    if popular:
+        lines.append(
+            f"| most popular (baseline) | - | - | - | - | {popular['hr@10']:.4f} | "
+            f"{popular['ndcg@10']:.4f} | {popular['mrr@10']:.4f} | {popular['hr@20']:.4f} | "
+            f"{popular['ndcg@20']:.4f} | {popular['mrr@20']:.4f} |"
+        )
+    lines += [
+        "",
+        "## Published anchors (same file, same protocol)",
+        "",
+        "| model | NDCG@10 | HR@10 | source |",
+        "| --- | --- | --- | --- |",
+    ]
+    for a in ANCHORS:
+        hr = f"{a['hr@10']:.4f}" if a["hr@10"] else "-"
+        lines.append(f"| {a['model']} | {a['ndcg@10']:.4f} | {hr} | {a['source']} |")
+    lines += ["", "## Commands", ""]
+    for r in results["runs"].values():
+        lines += [f"- {r['name']}: `{r['command']}` ({r['date']}, stopped by {r['stopped']})"]
+    (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
+    plot(results)
+
+
+def plot(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [a["model"] for a in ANCHORS] + list(results["runs"])
+    values = [a["ndcg@10"] for a in ANCHORS] + [
+        r["test"]["ndcg@10"] for r in results["runs"].values()
+    ]
+    colors = ["lightgray"] * len(ANCHORS) + ["tab:blue"] * len(results["runs"])
+    fig, axis = plt.subplots(figsize=(9, 4))
+    axis.barh(names, values, color=colors)
+    axis.axvline(0.18, color="red", linestyle="--", label="target 0.18")
+    axis.set_xlabel("test NDCG@10 (ML-1M, full ranking)")
+    axis.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "quality.png", dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", help="Run name (its key in quality.json).")
+    parser.add_argument("--data", type=Path, default=REPO / "artifacts" / "ml-1m")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("train_args", nargs="*", help="Arguments for `logitrec train` (after --).")
+    options = parser.parse_args()
+    path = RESULTS / "quality.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    if not options.report_only:
+        if not options.name:
+            parser.error("--name is required unless --report-only")
+        ensure_dataset(options.data)
+        results["runs"][options.name] = run(options.name, options.data, options.train_args)
+        results["anchors"] = ANCHORS
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    report(results)
+    print((RESULTS / "quality.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Training end to end through the CLI on small synthetic data: quality, checkpoints, failures."""
+
+import json
+import shutil
+import sys
+
+import pytest
+import torch
+from conftest import REPO, run_cli
+
+# Small and quick, but with real sequential structure to learn.
+FAST = (
+    "--max-length",
+    20,
+    "--hidden-size",
+    32,
+    "--num-heads",
+    2,
+    "--batch-size",
+    64,
+    "--learning-rate",
+    5e-3,
+    "--warmup-steps",
+    5,
+    "--dropout",
+    0.1,
+    "-q",
+)
+
+
+@pytest.fixture(scope="module")
+def synthetic_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    run_cli(
+        "data",
+        "synth",
+        "--out",
+        root / "raw",
+        "--users",
+        500,
+        "--items",
+        80,
+        "--clusters",
+        6,
+        "--mean-length",
+        20,
+        "--follow-probability",
+        0.6,
+    )
+    run_cli("data", "prepare", root / "raw", "--out", root / "ds", "-q")
+    return root / "ds"
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("checkpoints") / "scratch"
+    result = run_cli("train", "--data", synthetic_dataset, "--out", out, "--epochs", 12, *FAST)
+    return out, json.loads(result.stdout)
+
+
+def test_trained_model_beats_popularity_and_evaluate_reproduces_it(synthetic_dataset, trained):
+    checkpoint, printed = trained
+    metrics = json.loads((checkpoint / "metrics.json").read_text())
+    popular = metrics["baselines"]["most_popular"]["test"]
+    assert metrics["test"]["ndcg@10"] > 2 * popular["ndcg@10"], (metrics["test"], popular)
+    assert metrics["test"]["hr@10"] > popular["hr@10"] + 0.1
+    # `logitrec evaluate` rebuilds the model from the checkpoint alone and gets the same numbers.
+    evaluated = json.loads(
+        run_cli(
+            "evaluate", "--data", synthetic_dataset, "--checkpoint", checkpoint, "--baselines"
+        ).stdout
+    )
+    for key in ("hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20"):
+        assert evaluated[key] == pytest.approx(metrics["test"][key], abs=1e-6)
+        assert printed["test"][key] == pytest.approx(metrics["test"][key], abs=1e-6)
+    assert evaluated["users"] == 500 and evaluated["split"] == "test"
+    assert evaluated["most_popular"]["ndcg@10"] == pytest.approx(popular["ndcg@10"])
+
+
+def test_checkpoint_directory_describes_itself(trained):
+    checkpoint, _ = trained
+    names = {p.name for p in checkpoint.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "items.parquet",
+        "metrics.json",
+        "train_log.jsonl",
+        "training_curve.png",
+        "resume",
+    } <= names
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert config["num_items"] == 80 and config["backbone_config"]["model_type"] == "gpt2"
+    assert config["train"]["epochs"] == 12
+    log = [json.loads(line) for line in (checkpoint / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, len(log) + 1))
+    assert not list(checkpoint.parent.glob(".scratch.tmp-*"))
+
+
+def test_evaluate_refuses_a_dataset_with_another_catalog(trained, tmp_path):
+    checkpoint, _ = trained
+    run_cli("data", "synth", "--out", tmp_path / "raw", "--users", 100, "--items", 50)
+    run_cli("data", "prepare", tmp_path / "raw", "--out", tmp_path / "other", "-q")
+    result = run_cli(
+        "evaluate", "--data", tmp_path / "other", "--checkpoint", checkpoint, check=False
+    )
+    assert result.returncode == 2 and "catalog" in result.stderr and "80 items" in result.stderr
+
+
+def test_resume_continues_and_nan_loss_keeps_the_best_checkpoint(
+    synthetic_dataset, trained, tmp_path
+):
+    checkpoint, _ = trained
+    best = json.loads((checkpoint / "metrics.json").read_text())
+    resumed = tmp_path / "resumed"
+    run_cli(
+        "train",
+        "--data",
+        synthetic_dataset,
+        "--out",
+        resumed,
+        "--resume",
+        checkpoint,
+        "--epochs",
+        13,
+        *FAST,
+    )
+    log = [json.loads(line) for line in (resumed / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [13]  # continued where the first run stopped
+
+    exploded = tmp_path / "exploded"
+    result = run_cli(
+        "train",
+        "--data",
+        synthetic_dataset,
+        "--out",
+        exploded,
+        "--resume",
+        checkpoint,
+        "--epochs",
+        14,
+        *FAST[:-3],
+        "--learning-rate",
+        1e30,
+        "-q",
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+        "loss became nan" in result.stderr.lower() and "kept the best checkpoint" in result.stderr
+    )
+    kept = json.loads((exploded / "metrics.json").read_text())
+    assert kept["best_epoch"] == best["best_epoch"]
+    assert kept["test"]["ndcg@10"] == pytest.approx(best["test"]["ndcg@10"], abs=1e-6)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda(synthetic_dataset, tmp_path):
+    result = run_cli(
+        "train",
+        "--data",
+        synthetic_dataset,
+        "--out",
+        tmp_path / "c",
+        "--device",
+        "cuda",
+        check=False,
+    )
+    assert result.returncode == 2 and "CUDA" in result.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_missing_dataset_and_bad_settings(tmp_path):
+    result = run_cli("train", "--data", tmp_path / "nope", "--out", tmp_path / "c", check=False)
+    assert result.returncode == 2 and "manifest.json" in result.stderr
+    result = run_cli(
+        "train", "--data", tmp_path, "--out", tmp_path / "c", "--loss", "mse", check=False
+    )
+    assert result.returncode == 2 and "--loss" in result.stderr
+
+
+def test_sampled_losses_and_user_context_train(synthetic_dataset, tmp_path):
+    for loss in ("bce", "sampled-softmax"):
+        run_cli(
+            "train",
+            "--data",
+            synthetic_dataset,
+            "--out",
+            tmp_path / loss,
+            "--epochs",
+            2,
+            "--loss",
+            loss,
+            "--negatives",
+            16,
+            "--context-features",
+            "age,gender",
+            *FAST,
+        )
+        config = json.loads((tmp_path / loss / "config.json").read_text())
+        assert config["context_vocabulary"]["gender"] == ["F", "M"]
+        evaluated = json.loads(
+            run_cli("evaluate", "--data", synthetic_dataset, "--checkpoint", tmp_path / loss).stdout
+        )
+        assert evaluated["users"] == 500
+    result = run_cli(
+        "train",
+        "--data",
+        synthetic_dataset,
+        "--out",
+        tmp_path / "x",
+        "--context-features",
+        "shoe_size",
+        check=False,
+    )
+    assert result.returncode == 2 and "shoe_size" in result.stderr and "age" in result.stderr
+
+
+def test_minilm_backbone_trains_end_to_end(synthetic_dataset, tmp_path):
+    out = tmp_path / "minilm"
+    run_cli(
+        "train",
+        "--data",
+        synthetic_dataset,
+        "--out",
+        out,
+        "--backbone",
+        "minilm",
+        "--epochs",
+        1,
+        "--max-length",
+        8,
+        "--batch-size",
+        128,
+        "-q",
+    )
+    config = json.loads((out / "config.json").read_text())
+    assert config["backbone_config"]["model_type"] == "bert"
+    assert config["backbone_config"]["is_decoder"] is True  # causal: every position predicts
+    assert config["item_text"]["dim"] == 384 and config["hidden_size"] == 384
+    evaluated = json.loads(
+        run_cli("evaluate", "--data", synthetic_dataset, "--checkpoint", out).stdout
+    )
+    assert 0 <= evaluated["ndcg@10"] <= 1 and evaluated["users"] == 500
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and sys.platform != "linux", reason="torchrun unavailable"
+)
+def test_ddp_with_two_gloo_processes(synthetic_dataset, tmp_path):
+    import subprocess
+
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "logitrec",
+        "train",
+        "--data",
+        str(synthetic_dataset),
+        "--out",
+        str(out),
+        "--epochs",
+        2,
+        "--threads",
+        1,
+        *map(str, FAST),
+    ]
+    result = subprocess.run(
+        list(map(str, command)), capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    # 500 users in batches of 64 make 8 batches; each of the 2 processes takes 4 per epoch.
+    assert [r["step"] for r in log] == [4, 8]
+    assert json.loads((out / "metrics.json").read_text())["test"]["users"] == 500

@@ -1,0 +1,119 @@
+"""Pure cores of training: metrics on a hand-computed example, batching, the model's contracts."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training.batches import left_padded, length_bucketed_batches
+from training.config import ModelConfig, TrainConfig, load_config
+from training.evaluate import evaluate_scores
+from training.metrics import ranking_metrics, target_ranks
+from training.model import LogitLM, build_backbone, scratch_backbone_config
+from training.trainer import learning_rate_factor
+
+
+def test_metrics_match_a_hand_computed_example():
+    scores = torch.tensor(
+        [
+            [0.9, 0.1, 0.5, 0.3],  # target 0 is first: rank 0
+            [0.9, 0.1, 0.5, 0.3],  # target 2 is second: rank 1
+            [0.9, 0.1, 0.5, 0.3],  # target 1 is last: rank 3
+        ]
+    )
+    ranks = target_ranks(scores, torch.tensor([0, 2, 1])).numpy()
+    assert ranks.tolist() == [0, 1, 3]
+    metrics = ranking_metrics(np.array([0, 1, 3, 9, 10, 25]))
+    assert metrics["hr@10"] == pytest.approx(4 / 6)
+    assert metrics["ndcg@10"] == pytest.approx(
+        (1 + 1 / math.log2(3) + 1 / math.log2(5) + 1 / math.log2(11)) / 6
+    )
+    assert metrics["mrr@10"] == pytest.approx((1 + 1 / 2 + 1 / 4 + 1 / 10) / 6)
+    assert metrics["hr@20"] == pytest.approx(5 / 6)
+    assert metrics["ndcg@20"] == pytest.approx(
+        (1 + 1 / math.log2(3) + 1 / math.log2(5) + 1 / math.log2(11) + 1 / math.log2(12)) / 6
+    )
+
+
+def test_seen_items_are_excluded_from_the_ranking():
+    # One user, 5 items; history is items 1 and 2, the target is item 3.
+    rows = {
+        "users": np.array([0]),
+        "histories": np.array([[0, 1, 2]]),
+        "targets": np.array([3]),
+        "seen_offsets": np.array([0, 2]),
+        "seen_items": np.array([1, 2]),
+    }
+
+    def favour_history(histories, users):
+        return torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])  # items 1..5
+
+    assert evaluate_scores(favour_history, rows)["ndcg@10"] == 1.0  # rank 0 once 1, 2 are out
+    kept = evaluate_scores(favour_history, rows, exclude_seen=False)
+    assert kept["ndcg@10"] == pytest.approx(1 / math.log2(4))  # rank 2
+
+
+def test_left_padding_keeps_the_newest_items():
+    flat = np.array([1, 2, 3, 4, 5, 6, 7])
+    padded = left_padded(flat, starts=np.array([0, 4]), ends=np.array([4, 6]), width=3)
+    assert padded.tolist() == [[2, 3, 4], [0, 5, 6]]
+
+
+def test_bucketed_batches_cover_every_row_once_with_similar_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=1000)
+    batches = length_bucketed_batches(lengths, 32, rng, bucket_batches=8)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    assert spread < 60  # random batches of 32 would span ~190
+
+
+def small_model(context=()) -> LogitLM:
+    config = ModelConfig(hidden_size=16, num_heads=2, max_length=8, dropout=0.0)
+    backbone = build_backbone(scratch_backbone_config(config, len(context)))
+    return LogitLM(config, backbone, num_items=30, context_cardinalities=list(context)).eval()
+
+
+def test_model_is_causal_padding_invariant_and_never_predicts_padding():
+    torch.manual_seed(0)
+    model = small_model()
+    items = torch.tensor([[0, 0, 3, 4, 5]])
+    changed = torch.tensor([[0, 0, 3, 4, 9]])
+    with torch.no_grad():
+        before, after = model.hidden_states(items), model.hidden_states(changed)
+        assert torch.allclose(before[:, :-1], after[:, :-1], atol=1e-6)  # the future is unseen
+        assert not torch.allclose(before[:, -1], after[:, -1])
+        longer = torch.tensor([[0, 0, 0, 0, 0, 3, 4, 5]])
+        assert torch.allclose(model.user_vectors(items), model.user_vectors(longer), atol=1e-5)
+        assert model(items).shape == (1, 30)  # one logit per real item, none for padding
+
+
+def test_context_tokens_change_the_user_vector():
+    torch.manual_seed(0)
+    model = small_model(context=(3,))
+    items = torch.tensor([[1, 2, 3], [1, 2, 3]])
+    with torch.no_grad():
+        vectors = model.user_vectors(items, torch.tensor([[1], [2]]))
+    assert not torch.allclose(vectors[0], vectors[1])
+
+
+def test_warmup_then_cosine_schedule():
+    config = TrainConfig(warmup_steps=10)
+    assert learning_rate_factor(config, 0, 0.0) == pytest.approx(0.1)
+    assert learning_rate_factor(config, 10, 0.0) == pytest.approx(1.0)
+    assert learning_rate_factor(config, 50, 0.5) == pytest.approx(0.5)
+    assert learning_rate_factor(config, 99, 1.0) == pytest.approx(0.0)
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "train.toml"
+    path.write_text(
+        '[train]\nepochs = 7\n[train.model]\nhidden_size = 32\ncontext_features = ["age"]\n'
+    )
+    config = load_config(path, {"dropout": 0.5, "batch_size": None})
+    assert (config.epochs, config.model.hidden_size, config.model.dropout) == (7, 32, 0.5)
+    assert config.model.context_features == ("age",)
+    path.write_text("[train]\nepoch = 7\n")
+    with pytest.raises(Exception, match="unknown setting"):
+        load_config(path)

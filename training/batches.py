@@ -1,0 +1,68 @@
+"""Turn CSR sequences into left-padded id matrices for training and evaluation (pure numpy)."""
+
+import numpy as np
+
+from training.data.dataset import Dataset
+
+
+def left_padded(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+    """Row r holds the last `width` items of flat[starts[r]:ends[r]], right-aligned, 0-padded."""
+    starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+    index = ends[:, None] - width + np.arange(width)[None, :]
+    valid = index >= starts[:, None]
+    out = np.zeros((len(ends), width), dtype=np.int64)
+    out[valid] = flat[index[valid]]
+    return out
+
+
+def training_windows(dataset: Dataset, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Next-item pairs from every user's training prefix: inputs, targets [U', width], user rows.
+
+    The newest `width` transitions of each training prefix (SASRec's window); users with fewer
+    than two training items have nothing to learn from and are left out.
+    """
+    train_end = dataset.split.train_end
+    users = np.flatnonzero(train_end >= 2)
+    starts = dataset.offsets[users]
+    ends = starts + train_end[users]
+    inputs = left_padded(dataset.item_indices, starts, ends - 1, width)
+    targets = left_padded(dataset.item_indices, starts + 1, ends, width)
+    return inputs, targets, users
+
+
+def evaluation_rows(dataset: Dataset, split: str, width: int) -> dict[str, np.ndarray]:
+    """Histories (left-padded), targets, user rows and the full seen-item lists of one split."""
+    positions = {"valid": dataset.split.valid_position, "test": dataset.split.test_position}[split]
+    users = np.flatnonzero(positions >= 0)
+    starts = dataset.offsets[users]
+    ends = starts + positions[users]
+    seen_lengths = ends - starts
+    seen_index = np.repeat(
+        starts - np.concatenate([[0], np.cumsum(seen_lengths)[:-1]]), seen_lengths
+    )
+    seen_index += np.arange(seen_lengths.sum())
+    return {
+        "users": users,
+        "histories": left_padded(dataset.item_indices, starts, ends, width),
+        "targets": dataset.item_indices[ends].astype(np.int64),
+        "seen_offsets": np.concatenate([[0], np.cumsum(seen_lengths)]),
+        "seen_items": dataset.item_indices[seen_index].astype(np.int64),
+    }
+
+
+def length_bucketed_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket_batches: int = 50
+) -> list[np.ndarray]:
+    """Shuffled batches of row indices whose rows have similar lengths (less padding to compute).
+
+    Rows are shuffled, cut into buckets of `bucket_batches` batches, sorted by length inside a
+    bucket, split into batches, and the batches are shuffled again.
+    """
+    order = rng.permutation(len(lengths))
+    batches = []
+    bucket = batch_size * bucket_batches
+    for begin in range(0, len(order), bucket):
+        chunk = order[begin : begin + bucket]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]

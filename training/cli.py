@@ -1,0 +1,121 @@
+"""`logitrec train` and `logitrec evaluate`: thin shells over trainer.train and evaluate."""
+
+import json
+from pathlib import Path
+
+import typer
+
+from logitrec.errors import InputError
+
+_NOT_SETTINGS = ("data", "out", "config", "resume", "force", "quiet")
+
+
+def train_command(
+    data: Path = typer.Option(
+        ..., "--data", help="Dataset directory from `logitrec data prepare`."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint directory to write."),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with [train] settings."),
+    backbone: str | None = typer.Option(None, help="scratch, minilm, or a local HF model dir."),
+    epochs: int | None = typer.Option(None, help="Maximum epochs."),
+    max_minutes: float | None = typer.Option(
+        None, help="Wall-time budget; cosine decays within it."
+    ),
+    batch_size: int | None = typer.Option(None, help="Sequences per step (per process)."),
+    learning_rate: float | None = typer.Option(None, help="LR of new parameters."),
+    encoder_learning_rate: float | None = typer.Option(None, help="LR of pretrained weights."),
+    weight_decay: float | None = typer.Option(None, help="AdamW weight decay."),
+    warmup_steps: int | None = typer.Option(None, help="Linear warm-up steps."),
+    schedule: str | None = typer.Option(None, help="cosine or constant."),
+    max_length: int | None = typer.Option(None, help="History window (items)."),
+    hidden_size: int | None = typer.Option(None, help="Hidden size (scratch)."),
+    num_layers: int | None = typer.Option(None, help="Transformer layers (scratch)."),
+    num_heads: int | None = typer.Option(None, help="Attention heads (scratch)."),
+    ffn_size: int | None = typer.Option(None, help="Feed-forward width (scratch; default hidden)."),
+    dropout: float | None = typer.Option(None, help="Dropout (scratch)."),
+    item_text: bool | None = typer.Option(
+        None, "--item-text/--no-item-text", help="Title embeddings."
+    ),
+    context_features: str | None = typer.Option(None, help="Comma-separated user context columns."),
+    loss: str | None = typer.Option(None, help="ce, bce or sampled-softmax."),
+    negatives: int | None = typer.Option(None, help="Negatives for bce / sampled-softmax."),
+    patience: int | None = typer.Option(
+        None, help="Epochs without validation gain before stopping."
+    ),
+    valid_users: int | None = typer.Option(None, help="Validate on this many users per epoch."),
+    seed: int | None = typer.Option(None, help="Random seed."),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    threads: int | None = typer.Option(None, help="CPU threads."),
+    resume: Path | None = typer.Option(None, help="Continue from this checkpoint's resume state."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing checkpoint directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Train a logit language model; keep the best epoch by validation NDCG@10."""
+    overrides = {k: v for k, v in locals().items() if k not in _NOT_SETTINGS}
+    from training.config import load_config
+    from training.data.dataset import load_dataset
+    from training.trainer import train
+
+    if context_features is not None:
+        overrides["context_features"] = tuple(
+            f.strip() for f in context_features.split(",") if f.strip()
+        )
+    train_config = load_config(config, overrides)
+    metrics = train(
+        train_config,
+        load_dataset(data),
+        out,
+        resume_from=resume,
+        force=force,
+        show_progress=not quiet,
+    )
+    if metrics:
+        typer.echo(
+            json.dumps(
+                {"checkpoint": str(out), "test": metrics["test"], "valid": metrics["valid"]},
+                indent=2,
+            )
+        )
+
+
+def evaluate_command(
+    data: Path = typer.Option(..., "--data", help="Dataset directory."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint directory."),
+    split: str = typer.Option("test", help="test or valid."),
+    batch_size: int = typer.Option(256, help="Users per batch."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    baselines: bool = typer.Option(False, "--baselines", help="Also evaluate most-popular."),
+    as_json: bool = typer.Option(True, "--json/--table", help="One JSON object (default)."),
+) -> None:
+    """Full-ranking HR/NDCG/MRR at 10 and 20 on a split, seen items excluded."""
+    import torch
+
+    from training.batches import evaluation_rows
+    from training.checkpoint import check_catalog, load_checkpoint
+    from training.data.dataset import load_dataset
+    from training.evaluate import evaluate_popularity, evaluate_scores
+    from training.features import context_indices
+    from training.trainer import resolve_device
+
+    if split not in ("test", "valid"):
+        raise InputError(f"--split: expected test or valid, got {split!r}")
+    dataset = load_dataset(data)
+    target_device = resolve_device(device)
+    model, config = load_checkpoint(checkpoint, target_device)
+    check_catalog(config, dataset.items, data, checkpoint)
+    context = context_indices(dataset.users, config["context_vocabulary"])
+
+    def score(histories, users):
+        return model(histories, torch.as_tensor(context[users], device=target_device))
+
+    rows = evaluation_rows(dataset, split, config["max_length"])
+    with torch.no_grad():
+        metrics = evaluate_scores(score, rows, batch_size=batch_size, device=target_device)
+    result = {"split": split, "checkpoint": str(checkpoint), **metrics}
+    if baselines:
+        result["most_popular"] = evaluate_popularity(dataset, split, config["max_length"])
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            typer.echo(f"{key:>14}  {value}")

@@ -1,0 +1,124 @@
+"""Training configuration: frozen dataclasses from one TOML file, overridable from the CLI."""
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from logitrec.errors import InputError
+
+BACKBONES = ("scratch", "minilm")  # or a path to a local Hugging Face model directory
+LOSSES = ("ce", "bce", "sampled-softmax")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """What the model looks like. Sizes apply to `scratch`; a pretrained backbone brings its own."""
+
+    backbone: str = "scratch"
+    max_length: int = 200  # items of history the model reads
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    ffn_size: int | None = None  # feed-forward width (scratch); None: hidden_size, as in SASRec
+    dropout: float = 0.2
+    # Use the head's item vectors as the input item embeddings too (SASRec does).
+    tie_weights: bool = True
+    # Add a projection of each item's title embedding (computed by the pretrained MiniLM) to its
+    # id embedding. None: on for pretrained backbones, off for scratch.
+    item_text: bool | None = None
+    # User context columns of the dataset's users table to feed as prefix tokens.
+    context_features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train: optimisation, schedule, stopping, hardware."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 200
+    max_minutes: float | None = None  # stop (keeping the best epoch) after this wall time
+    batch_size: int = 128
+    learning_rate: float = 1e-3  # new parameters: item tables, head, scratch backbone
+    encoder_learning_rate: float = 5e-5  # pretrained backbone weights
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | constant (after warm-up)
+    grad_clip: float = 1.0
+    loss: str = "ce"
+    negatives: int = 256  # for bce and sampled-softmax
+    patience: int = 20  # epochs without a better validation NDCG@10 before stopping
+    eval_every: int = 1
+    valid_users: int | None = None  # evaluate on a fixed random subset per epoch (None: all)
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # CPU threads (None: all cores)
+    amp: bool = True  # bf16 autocast where the device supports it (CUDA)
+
+
+def _coerce(cls, values: dict, where: str):
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise InputError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    out = {}
+    for name, value in values.items():
+        if name == "model" and isinstance(value, dict):
+            value = _coerce(ModelConfig, value, f"{where}.model")
+        elif name == "context_features":
+            value = tuple(value)
+        out[name] = value
+    return cls(**out)
+
+
+def load_config(path: Path | None, overrides: dict | None = None) -> TrainConfig:
+    """Defaults <- the TOML file's [train] and [train.model] tables <- CLI overrides."""
+    config = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: config file not found")
+        try:
+            document = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise InputError(f"{path}: not valid TOML ({error})") from None
+        config = _coerce(TrainConfig, document.get("train", document), str(path))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key in {f.name for f in fields(ModelConfig)}:
+            config = replace(config, model=replace(config.model, **{key: value}))
+        else:
+            config = replace(config, **{key: value})
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    model = config.model
+    if model.backbone not in BACKBONES and not Path(model.backbone).is_dir():
+        raise InputError(
+            f"--backbone: expected {', '.join(BACKBONES)} or a local model directory, "
+            f"got {model.backbone!r}"
+        )
+    if config.loss not in LOSSES:
+        raise InputError(f"--loss: expected one of {', '.join(LOSSES)}, got {config.loss!r}")
+    if config.schedule not in ("cosine", "constant"):
+        raise InputError(f"--schedule: expected cosine or constant, got {config.schedule!r}")
+    for name, value in [
+        ("max-length", model.max_length),
+        ("epochs", config.epochs),
+        ("batch-size", config.batch_size),
+    ]:
+        if value < 1:
+            raise InputError(f"--{name}: expected a positive integer, got {value}")
+    if model.hidden_size % model.num_heads:
+        raise InputError(
+            f"--hidden-size ({model.hidden_size}) must be a multiple of --num-heads "
+            f"({model.num_heads})"
+        )
+
+
+def as_dict(config: TrainConfig) -> dict:
+    values = asdict(config)
+    values["model"]["context_features"] = list(values["model"]["context_features"])
+    return values
