@@ -25,6 +25,23 @@ def run_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
+def prepare_small(source, out, *args) -> subprocess.CompletedProcess:
+    """`logitrec data prepare` for tiny test files: no k-core minimums, no progress output."""
+    return run_cli(
+        "data",
+        "prepare",
+        source,
+        "--out",
+        out,
+        "--min-user-interactions",
+        1,
+        "--min-item-interactions",
+        1,
+        "-q",
+        *args,
+    )
+
+
 @pytest.fixture
 def ml1m_dir() -> Path:
     """The shared ML-1M folder (LOGITREC_ML1M overrides where to look), or a skip."""

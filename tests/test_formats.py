@@ -3,7 +3,7 @@
 import json
 
 import polars as pl
-from conftest import run_cli
+from conftest import prepare_small
 
 from training.data.dataset import load_dataset
 
@@ -33,18 +33,7 @@ def test_movielens_100k_folder_with_items_and_users(tmp_path):
     )
     (raw / "u.user").write_text("1|24|M|technician|85711\n2|53|F|other|94043\n")
 
-    run_cli(
-        "data",
-        "prepare",
-        raw,
-        "--out",
-        tmp_path / "ds",
-        "--min-user-interactions",
-        1,
-        "--min-item-interactions",
-        1,
-        "-q",
-    )
+    prepare_small(raw, tmp_path / "ds")
     dataset = load_dataset(tmp_path / "ds")
 
     assert external_sequences(dataset) == {"1": ["20", "30", "10"], "2": ["10", "30"]}
@@ -70,20 +59,7 @@ def test_movielens_ratings_dat_with_rating_filter_and_latin1_titles(tmp_path):
             "latin-1"
         )
     )
-    run_cli(
-        "data",
-        "prepare",
-        raw,
-        "--out",
-        tmp_path / "ds",
-        "--min-rating",
-        4,
-        "--min-user-interactions",
-        1,
-        "--min-item-interactions",
-        1,
-        "-q",
-    )
+    prepare_small(raw, tmp_path / "ds", "--min-rating", 4)
     dataset = load_dataset(tmp_path / "ds")
     assert external_sequences(dataset) == {"1": ["1", "3"], "2": ["1", "3"]}
     assert dataset.manifest["cleaning"]["filtered_by_rating"] == 2
@@ -105,11 +81,8 @@ def test_generic_csv_with_named_columns_events_and_string_ids(tmp_path):
         "bob,plum,2,view\n"  # exact duplicate
         "carol,apple,1,spam\n"
     )
-    result = run_cli(
-        "data",
-        "prepare",
+    result = prepare_small(
         path,
-        "--out",
         tmp_path / "ds",
         "--user-col",
         "who",
@@ -121,10 +94,6 @@ def test_generic_csv_with_named_columns_events_and_string_ids(tmp_path):
         "kind",
         "--keep-events",
         "view,buy",
-        "--min-user-interactions",
-        1,
-        "--min-item-interactions",
-        1,
         "--json",
     )
     manifest = json.loads(result.stdout)
@@ -151,28 +120,14 @@ def test_parquet_with_datetime_timestamps_and_tsv_with_order_column(tmp_path):
         }
     )
     frame.write_parquet(tmp_path / "log.parquet")
-    run_cli(
-        "data",
-        "prepare",
-        tmp_path / "log.parquet",
-        "--out",
-        tmp_path / "p",
-        "--min-user-interactions",
-        1,
-        "--min-item-interactions",
-        1,
-        "-q",
-    )
+    prepare_small(tmp_path / "log.parquet", tmp_path / "p")
     dataset = load_dataset(tmp_path / "p")
     assert external_sequences(dataset) == {"7": ["2", "3", "1"], "8": ["3", "2", "1"]}
     assert dataset.timestamps[0] == 1704067200  # 2024-01-01 in seconds
 
     (tmp_path / "log.tsv").write_text("u\ti\tstep\nx\ta\t2\nx\tb\t1\nx\tc\t3\n")
-    run_cli(
-        "data",
-        "prepare",
+    prepare_small(
         tmp_path / "log.tsv",
-        "--out",
         tmp_path / "t",
         "--user-col",
         "u",
@@ -180,11 +135,6 @@ def test_parquet_with_datetime_timestamps_and_tsv_with_order_column(tmp_path):
         "i",
         "--order-col",
         "step",
-        "--min-user-interactions",
-        1,
-        "--min-item-interactions",
-        1,
-        "-q",
     )
     dataset = load_dataset(tmp_path / "t")
     assert external_sequences(dataset) == {"x": ["b", "a", "c"]}
@@ -194,20 +144,7 @@ def test_parquet_with_datetime_timestamps_and_tsv_with_order_column(tmp_path):
 def test_sasrec_text_keeps_file_order_and_maps_ids(tmp_path):
     (tmp_path / "log.txt").write_text("1 3\n1 1\n1 2\n2 2\n2 3\n2 1\n")
     (tmp_path / "items.map").write_text("1 100\n2 200\n3 300\n")
-    run_cli(
-        "data",
-        "prepare",
-        tmp_path / "log.txt",
-        "--out",
-        tmp_path / "ds",
-        "--item-map",
-        tmp_path / "items.map",
-        "--min-user-interactions",
-        1,
-        "--min-item-interactions",
-        1,
-        "-q",
-    )
+    prepare_small(tmp_path / "log.txt", tmp_path / "ds", "--item-map", tmp_path / "items.map")
     dataset = load_dataset(tmp_path / "ds")
     assert external_sequences(dataset) == {"1": ["300", "100", "200"], "2": ["200", "300", "100"]}
     assert dataset.timestamps is None
@@ -215,17 +152,6 @@ def test_sasrec_text_keeps_file_order_and_maps_ids(tmp_path):
 
 def test_ids_with_leading_zeros_stay_distinct(tmp_path):
     (tmp_path / "log.csv").write_text("user_id,item_id\nu,007\nu,7\nu,0007\n")
-    run_cli(
-        "data",
-        "prepare",
-        tmp_path / "log.csv",
-        "--out",
-        tmp_path / "ds",
-        "--min-user-interactions",
-        1,
-        "--min-item-interactions",
-        1,
-        "-q",
-    )
+    prepare_small(tmp_path / "log.csv", tmp_path / "ds")
     dataset = load_dataset(tmp_path / "ds")
     assert external_sequences(dataset) == {"u": ["007", "7", "0007"]}

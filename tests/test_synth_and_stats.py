@@ -3,7 +3,7 @@
 import json
 
 import numpy as np
-from conftest import run_cli
+from conftest import prepare_small, run_cli
 
 from training.data.dataset import load_dataset
 from training.data.synth import SynthOptions, generate
@@ -67,18 +67,7 @@ def test_stats_json_matches_the_dataset(tmp_path):
         "user_id,item_id,timestamp\n"
         + "".join(f"{u},{i},{u * 100 + i}\n" for u in range(1, 5) for i in range(1, u + 3))
     )
-    run_cli(
-        "data",
-        "prepare",
-        tmp_path / "log.csv",
-        "--out",
-        tmp_path / "ds",
-        "--min-user-interactions",
-        1,
-        "--min-item-interactions",
-        1,
-        "-q",
-    )
+    prepare_small(tmp_path / "log.csv", tmp_path / "ds")
     stats = json.loads(run_cli("data", "stats", tmp_path / "ds", "--json").stdout)
     # Users have 3, 4, 5 and 6 interactions.
     assert (stats["users"], stats["items"], stats["interactions"]) == (4, 6, 18)
