@@ -183,6 +183,13 @@ def learning_rate_factor(config: TrainConfig, step: int, progress: float) -> flo
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def mixed_precision(config: TrainConfig, device: torch.device):
+    """bf16 autocast on CUDA when enabled; on CPU it measured no faster, so plain fp32."""
+    if config.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -218,19 +225,7 @@ def train(
     }
     optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay)
     if resume_from is not None:
-        resume_dir = Path(resume_from) / "resume"
-        if not (resume_dir / "trainer_state.json").is_file():
-            raise InputError(f"{resume_from}: no resume state (resume/trainer_state.json)")
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(resume_dir / "model.safetensors")))
-        ckpt.load_optimizer(optimizer, resume_dir)
-        # The optimizer's moments carry over; learning rates come from this run's settings.
-        for group, fresh in zip(
-            optimizer.param_groups, parameter_groups(model, config), strict=True
-        ):
-            group["base_lr"] = fresh["base_lr"]
-        state = json.loads((resume_dir / "trainer_state.json").read_text())
+        state = _load_resume(model, optimizer, config, Path(resume_from))
     model.to(device)
     objective = Objective(model, config)
     if distributed.world_size > 1:
@@ -239,6 +234,12 @@ def train(
     width = config.model.max_length
     inputs, targets, train_users = training_windows(dataset, width)
     context = context_indices(dataset.users, checkpoint_config["context_vocabulary"])
+    windows = {
+        "inputs": inputs,
+        "targets": targets,
+        "context": context[train_users],
+        "num_items": dataset.num_items,
+    }
     valid_rows = evaluation_rows(dataset, "valid", width)
     valid_subset = None
     if config.valid_users and config.valid_users < len(valid_rows["targets"]):
@@ -248,16 +249,14 @@ def train(
             )
         )
     window_lengths = (targets != 0).sum(axis=1)
-    steps_per_epoch = math.ceil(len(train_users) / config.batch_size) // distributed.world_size
-    total_steps = steps_per_epoch * config.epochs
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if config.amp and device.type == "cuda"
-        else contextlib.nullcontext()
+    batches_per_epoch = len(
+        length_bucketed_batches(window_lengths, config.batch_size, np.random.default_rng(0))
     )
+    steps_per_epoch = batches_per_epoch // distributed.world_size
+    total_steps = steps_per_epoch * config.epochs
 
     def score(histories, users):
-        with autocast:
+        with mixed_precision(config, device):
             return model(histories, torch.as_tensor(context[users], device=device))
 
     target = Path(out_dir)
@@ -287,51 +286,22 @@ def train(
             # unequal step counts would leave DDP waiting forever on the shortest rank.
             share = len(batches) // distributed.world_size
             batches = batches[distributed.rank :: distributed.world_size][:share]
-            epoch_loss, epoch_rows, epoch_start = 0.0, 0, time.perf_counter()
-            progress = tqdm(
+            epoch_start = time.perf_counter()
+            epoch_loss, failure = _train_one_epoch(
+                objective,
+                optimizer,
                 batches,
-                desc=f"epoch {epoch}",
-                disable=not (show_progress and distributed.is_main),
-                leave=False,
-                mininterval=2,
-                unit="batch",
+                windows,
+                config,
+                state,
+                started,
+                total_steps=total_steps,
+                device=device,
+                show=show_progress and distributed.is_main,
+                label=f"epoch {epoch}",
             )
-            for rows in progress:
-                elapsed_share = 0.0
-                if config.max_minutes:
-                    elapsed_share = (time.perf_counter() - started) / (config.max_minutes * 60)
-                factor = learning_rate_factor(
-                    config, state["step"], max(state["step"] / total_steps, elapsed_share)
-                )
-                for group in optimizer.param_groups:
-                    group["lr"] = group["base_lr"] * factor
-                # Drop the columns that are padding in every row: short histories train faster.
-                first = int((inputs[rows] != 0).any(axis=0).argmax())
-                batch_inputs = torch.as_tensor(inputs[rows, first:], device=device)
-                batch_targets = torch.as_tensor(targets[rows, first:], device=device)
-                batch_context = torch.as_tensor(context[train_users[rows]], device=device)
-                negatives = torch.randint(
-                    1, dataset.num_items + 1, (config.negatives,), device=device
-                )
-                with autocast:
-                    loss = objective(batch_inputs, batch_targets, batch_context, negatives)
-                if not torch.isfinite(loss):
-                    failure = (
-                        f"the loss became {loss.item()} at epoch {epoch}, step {state['step']}"
-                    )
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                state["step"] += 1
-                epoch_loss += loss.item() * len(rows)
-                epoch_rows += len(rows)
-                progress.set_postfix(
-                    loss=f"{loss.item():.3f}",
-                    seq_per_s=f"{epoch_rows / (time.perf_counter() - epoch_start):.0f}",
-                )
             if failure:
+                failure = f"{failure} (epoch {epoch})"
                 stopped = "nan"
                 break
             state["epoch"] = epoch
@@ -339,7 +309,7 @@ def train(
             record = {
                 "epoch": epoch,
                 "step": state["step"],
-                "loss": epoch_loss / max(1, epoch_rows),
+                "loss": epoch_loss,
                 "lr": optimizer.param_groups[0]["lr"],
                 "epoch_seconds": round(time.perf_counter() - epoch_start, 2),
                 "elapsed_seconds": round(state["elapsed"], 1),
@@ -385,6 +355,74 @@ def train(
     return metrics if distributed.is_main else {}
 
 
+def _load_resume(model, optimizer, config: TrainConfig, checkpoint: Path) -> dict:
+    """Last-epoch weights, optimizer moments and trainer state from `checkpoint/resume/`."""
+    from safetensors.torch import load_file
+
+    resume_dir = checkpoint / "resume"
+    if not (resume_dir / "trainer_state.json").is_file():
+        raise InputError(f"{checkpoint}: no resume state (resume/trainer_state.json)")
+    model.load_state_dict(load_file(str(resume_dir / "model.safetensors")))
+    ckpt.load_optimizer(optimizer, resume_dir)
+    # The optimizer's moments carry over; learning rates come from this run's settings.
+    for group, fresh in zip(optimizer.param_groups, parameter_groups(model, config), strict=True):
+        group["base_lr"] = fresh["base_lr"]
+    return json.loads((resume_dir / "trainer_state.json").read_text())
+
+
+def _train_one_epoch(
+    objective,
+    optimizer,
+    batches,
+    windows,
+    config,
+    state,
+    started,
+    *,
+    total_steps,
+    device,
+    show,
+    label,
+) -> tuple[float, str | None]:
+    """One pass over `batches`; returns the mean loss and, if the loss went non-finite, why."""
+    inputs, targets = windows["inputs"], windows["targets"]
+    total_loss, total_rows, start = 0.0, 0, time.perf_counter()
+    progress = tqdm(batches, desc=label, disable=not show, leave=False, mininterval=2, unit="batch")
+    for rows in progress:
+        # With a time budget the cosine follows whichever runs out first, steps or minutes.
+        elapsed_share = 0.0
+        if config.max_minutes:
+            elapsed_share = (time.perf_counter() - started) / (config.max_minutes * 60)
+        progress_share = max(state["step"] / total_steps, elapsed_share)
+        factor = learning_rate_factor(config, state["step"], progress_share)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        # Drop the columns that are padding in every row: short histories train faster.
+        first = int((inputs[rows] != 0).any(axis=0).argmax())
+        batch_inputs = torch.as_tensor(inputs[rows, first:], device=device)
+        batch_targets = torch.as_tensor(targets[rows, first:], device=device)
+        batch_context = torch.as_tensor(windows["context"][rows], device=device)
+        negatives = torch.randint(1, windows["num_items"] + 1, (config.negatives,), device=device)
+        with mixed_precision(config, device):
+            loss = objective(batch_inputs, batch_targets, batch_context, negatives)
+        if not torch.isfinite(loss):
+            return total_loss / max(1, total_rows), (
+                f"the loss became {loss.item()} at step {state['step']}"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(objective.parameters(), config.grad_clip)
+        optimizer.step()
+        state["step"] += 1
+        total_loss += loss.item() * len(rows)
+        total_rows += len(rows)
+        progress.set_postfix(
+            loss=f"{loss.item():.3f}",
+            seq_per_s=f"{total_rows / (time.perf_counter() - start):.0f}",
+        )
+    return total_loss / max(1, total_rows), None
+
+
 def _log_epoch(record: dict, state: dict, show: bool) -> None:
     if not show:
         return
@@ -401,12 +439,16 @@ def _log_epoch(record: dict, state: dict, show: bool) -> None:
 def _finish(
     model, optimizer, state, config, dataset, staging, score, stopped, failure, device
 ) -> dict:
-    """Resume state from the last epoch, then the best weights' full metrics and the curve."""
-    resume = staging / "resume"
-    resume.mkdir(exist_ok=True)
-    ckpt.save_weights(model, resume / "model.safetensors")
-    ckpt.save_optimizer(optimizer, resume)
-    ckpt.write_json(resume / "trainer_state.json", state)
+    """Resume state from the last epoch, then the best weights' full metrics and the curve.
+
+    After a non-finite loss the last weights are unusable, so no resume state is written.
+    """
+    if failure is None:
+        resume = staging / "resume"
+        resume.mkdir(exist_ok=True)
+        ckpt.save_weights(model, resume / "model.safetensors")
+        ckpt.save_optimizer(optimizer, resume)
+        ckpt.write_json(resume / "trainer_state.json", state)
 
     from safetensors.torch import load_file
 
