@@ -45,6 +45,15 @@ def save_weights(model: LogitLM, path: Path) -> None:
     os.replace(temporary, path)
 
 
+def load_weights(model: LogitLM, path: Path) -> None:
+    """Fill `model` from a safetensors file; a shape or name mismatch is a user error."""
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0]
+        raise InputError(f"{path}: weights do not match config.json ({first_line})") from None
+
+
 def read_config(directory: Path) -> dict:
     directory = Path(directory)
     if not directory.is_dir():
@@ -84,11 +93,7 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu") -> tupl
     directory = Path(directory)
     config = read_config(directory)
     model = model_from_config(config)
-    try:
-        model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    except RuntimeError as error:
-        first_line = str(error).splitlines()[0]
-        raise InputError(f"{directory}: weights do not match config.json ({first_line})") from None
+    load_weights(model, directory / "model.safetensors")
     return model.to(device).eval(), config
 
 

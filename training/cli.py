@@ -108,12 +108,12 @@ def evaluate_command(
     def score(histories, users):
         return model(histories, torch.as_tensor(context[users], device=target_device))
 
-    rows = evaluation_rows(dataset, split, config["max_length"])
+    rows = evaluation_rows(dataset, split, config["model"]["max_length"])
     with torch.no_grad():
         metrics = evaluate_scores(score, rows, batch_size=batch_size, device=target_device)
     result = {"split": split, "checkpoint": str(checkpoint), **metrics}
     if baselines:
-        result["most_popular"] = evaluate_popularity(dataset, split, config["max_length"])
+        result["most_popular"] = evaluate_popularity(dataset, rows)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

@@ -5,7 +5,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from training.batches import evaluation_rows
 from training.data.dataset import Dataset
 from training.metrics import ranking_metrics, target_ranks
 
@@ -58,7 +57,7 @@ def popularity_scores(dataset: Dataset) -> torch.Tensor:
     return torch.as_tensor(counts, dtype=torch.float32)
 
 
-def evaluate_popularity(dataset: Dataset, split: str, width: int = 200) -> dict[str, float]:
+def evaluate_popularity(dataset: Dataset, rows: dict[str, np.ndarray]) -> dict[str, float]:
+    """The most-popular baseline on the same evaluation rows as the model."""
     counts = popularity_scores(dataset)
-    rows = evaluation_rows(dataset, split, width)
     return evaluate_scores(lambda histories, users: counts.expand(len(users), -1).clone(), rows)

