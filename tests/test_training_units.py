@@ -117,3 +117,41 @@ def test_config_file_and_overrides(tmp_path):
     path.write_text("[train]\nepoch = 7\n")
     with pytest.raises(Exception, match="unknown setting"):
         load_config(path)
+
+
+def test_chunked_cross_entropy_equals_the_plain_one_in_value_and_gradients():
+    from training.losses import full_softmax
+
+    torch.manual_seed(0)
+    hidden = torch.randn(300, 8, requires_grad=True)
+    weight = torch.randn(51, 8, requires_grad=True)  # row 0 is padding, as in the model
+    bias = torch.randn(51, requires_grad=True)
+    targets = torch.randint(1, 51, (300,))
+    plain = torch.nn.functional.cross_entropy(hidden @ weight[1:].T + bias[1:], targets - 1)
+    expected = torch.autograd.grad(plain, [hidden, weight, bias])
+    chunked = full_softmax(hidden, targets, weight[1:], bias[1:], chunk_rows=64)
+    got = torch.autograd.grad(chunked, [hidden, weight, bias])
+    assert chunked.item() == pytest.approx(plain.item(), rel=1e-6)
+    for a, b in zip(got, expected, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_auto_context_uses_low_cardinality_user_columns_only():
+    import polars as pl
+
+    from training.features import context_vocabulary
+
+    users = pl.DataFrame(
+        {
+            "user_index": [1, 2, 3, 4],
+            "user_id": ["a", "b", "c", "d"],
+            "gender": ["F", "M", "M", None],
+            "zip_code": [f"{i:05d}" for i in range(4)],
+            "constant": ["x"] * 4,
+        }
+    )
+    # zip_code is unique per user here too, but auto draws its line at 100 distinct values.
+    assert set(context_vocabulary(users, "auto")) == {"gender", "zip_code"}
+    many = pl.DataFrame({"user_index": range(1, 202), "zip_code": [str(i) for i in range(201)]})
+    assert context_vocabulary(many, "auto") == {}
+    assert context_vocabulary(users, ("gender",)) == {"gender": ["F", "M"]}
