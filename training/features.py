@@ -5,12 +5,31 @@ import polars as pl
 import torch
 
 from logitrec.errors import InputError
+from training.config import AUTO
 
 MINILM = "minilm"
 
 
-def context_vocabulary(users: pl.DataFrame, features: tuple[str, ...]) -> dict[str, list[str]]:
+MAX_AUTO_CARDINALITY = 100
+
+
+def auto_context_features(users: pl.DataFrame) -> tuple[str, ...]:
+    """The users table's columns that make useful context tokens: 2 to 100 distinct values.
+
+    Identifiers and near-identifiers (zip codes, free text) would only be memorised per user.
+    """
+    candidates = [c for c in users.columns if c not in ("user_index", "user_id")]
+    return tuple(
+        c for c in candidates if 2 <= users[c].drop_nulls().n_unique() <= MAX_AUTO_CARDINALITY
+    )
+
+
+def context_vocabulary(
+    users: pl.DataFrame, features: tuple[str, ...] | str
+) -> dict[str, list[str]]:
     """Each feature's known values, sorted; index 0 is kept for unknown or missing values."""
+    if features == AUTO:
+        features = auto_context_features(users)
     missing = [f for f in features if f not in users.columns]
     if missing:
         available = [c for c in users.columns if c not in ("user_index", "user_id")]

@@ -116,10 +116,18 @@ class LogitLM(nn.Module):
         self, items: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
         """[B, L] left-padded item indices (+ [B, F] context indices) -> [B, L, d]."""
-        batch, length = items.shape
-        inputs = self.item_vectors(items)
-        mask = items != 0
-        positions = torch.arange(length - 1, -1, -1, device=items.device).clamp(
+        return self.encode(self.item_vectors(items), items != 0, context)
+
+    def encode(
+        self, inputs: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Item input vectors [B, L, d] and their padding mask [B, L] -> hidden states [B, L, d].
+
+        Split from `hidden_states` so an exported encoder can look its inputs up in a folded
+        table instead of recomputing the title projection.
+        """
+        batch, length = mask.shape
+        positions = torch.arange(length - 1, -1, -1, device=mask.device).clamp(
             max=self.config.max_length - 1
         )
         positions = positions.unsqueeze(0).expand(batch, length)
@@ -130,7 +138,7 @@ class LogitLM(nn.Module):
             inputs = torch.cat([prefix, inputs], dim=1)
             mask = torch.cat([mask.new_ones(batch, self.context_tokens), mask], dim=1)
             prefix_positions = self.config.max_length + torch.arange(
-                self.context_tokens, device=items.device
+                self.context_tokens, device=mask.device
             )
             positions = torch.cat([prefix_positions.unsqueeze(0).expand(batch, -1), positions], 1)
         output = self.backbone(

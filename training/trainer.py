@@ -26,7 +26,7 @@ from logitrec.errors import InputError
 from training import checkpoint as ckpt
 from training import losses
 from training.batches import evaluation_rows, length_bucketed_batches, training_windows
-from training.config import TrainConfig, as_dict
+from training.config import TrainConfig, as_dict, new_parameter_learning_rate
 from training.data.dataset import Dataset
 from training.evaluate import evaluate_popularity, evaluate_scores
 from training.features import (
@@ -128,10 +128,15 @@ def build_model(config: TrainConfig, dataset: Dataset) -> tuple[LogitLM, dict]:
         [len(values) for values in vocabulary.values()],
         item_text=item_text,
     )
+    # Settings are recorded as resolved ("auto" context -> the columns it chose, lr by backbone),
+    # so the checkpoint rebuilds the same model whatever the defaults become.
+    settings = as_dict(config)
+    settings["model"]["context_features"] = list(vocabulary)
+    settings["learning_rate"] = new_parameter_learning_rate(config)
     checkpoint_config = {
         "format": ckpt.FORMAT,
         "format_version": ckpt.FORMAT_VERSION,
-        "model": as_dict(config)["model"],
+        "model": settings["model"],
         "backbone_config": backbone_config,
         "num_items": dataset.num_items,
         "hidden_size": model.hidden_size,
@@ -144,7 +149,7 @@ def build_model(config: TrainConfig, dataset: Dataset) -> tuple[LogitLM, dict]:
             "path": str(dataset.path),
             "content_hash": dataset.manifest.get("content_hash"),
         },
-        "train": as_dict(config),
+        "train": settings,
         "versions": {
             "logitrec": logitrec.__version__,
             "torch": torch.__version__,
@@ -162,7 +167,8 @@ def parameter_groups(model: LogitLM, config: TrainConfig) -> list[dict]:
         if not parameter.requires_grad:
             continue
         (encoder if pretrained and name.startswith("backbone.") else new).append(parameter)
-    groups = [{"params": new, "lr": config.learning_rate, "base_lr": config.learning_rate}]
+    rate = new_parameter_learning_rate(config)
+    groups = [{"params": new, "lr": rate, "base_lr": rate}]
     if encoder:
         groups.append(
             {
