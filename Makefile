@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The real Triton server (PyPI nvidia-pytriton) needs numpy < 2 in its Python: its own venv.
+TRITON_VENV := .venv-triton
 WORK ?= artifacts
 ML1M ?= ../shared/data/ml-1m
 
@@ -16,7 +18,13 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]' -e ./clients/python
 	touch $@
 
-install: $(VENV)/.installed
+$(TRITON_VENV)/.installed:
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/pip install --quiet 'nvidia-pytriton==0.7.0' 'onnxruntime>=1.17' 'numpy<2'
+	touch $@
+
+install: $(VENV)/.installed $(TRITON_VENV)/.installed
 
 # The main job on the embedded default. For now: prepare synthetic data (and ML-1M when the
 # shared data is present), train a small model on the synthetic data and evaluate it against
@@ -45,4 +53,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(WORK) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) $(WORK) .pytest_cache .ruff_cache

@@ -4,6 +4,7 @@ import sys
 
 import typer
 
+from export.cli import export_command
 from logitrec.errors import InputError
 from training.cli import evaluate_command, train_command
 from training.data.cli import data_app
@@ -16,6 +17,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
+app.command("export")(export_command)
 
 
 def _not_implemented(stage: str, issue: str):
@@ -27,7 +29,6 @@ def _not_implemented(stage: str, issue: str):
 
 
 for _stage, _issue in [
-    ("export", "export issue"),
     ("serve", "gateway issue"),
     ("bench", "benchmark issues"),
 ]:

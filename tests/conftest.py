@@ -49,3 +49,39 @@ def ml1m_dir() -> Path:
     if not (folder / "ml-1m.txt").is_file():
         pytest.skip(f"shared ML-1M data not found at {folder} (set LOGITREC_ML1M)")
     return folder
+
+
+# A small synthetic catalog with user context and titles, and two quickly trained scratch models
+# on it (different seeds, so their outputs differ): shared by the export, Triton and serving tests.
+TINY_TRAIN = (
+    "--epochs",
+    3,
+    "--max-length",
+    16,
+    "--hidden-size",
+    32,
+    "--batch-size",
+    64,
+    "--warmup-steps",
+    5,
+    "-q",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    run_cli("data", "synth", "--out", root / "raw", "--users", 300, "--items", 60)
+    run_cli("data", "prepare", root / "raw", "--out", root / "ds", "-q")
+    return root / "ds"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tiny_dataset, tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("tiny-checkpoints")
+    checkpoints = []
+    for seed in (1, 2):
+        out = root / f"seed{seed}"
+        run_cli("train", "--data", tiny_dataset, "--out", out, "--seed", seed, *TINY_TRAIN)
+        checkpoints.append(out)
+    return checkpoints

@@ -1,0 +1,131 @@
+"""Parity of the exported ONNX graphs with the PyTorch model, on real histories.
+
+Fails when any logit differs by more than LOGIT_TOLERANCE or any user's top-10 differs.
+"""
+
+import hashlib
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from logitrec.errors import InputError
+
+LOGIT_TOLERANCE = 1e-4  # fp32
+TOP = 10
+SAMPLE_USERS = 64
+
+
+class ParityFailed(InputError):
+    def __init__(self, results: dict) -> None:
+        self.results = results
+        super().__init__(
+            "parity check failed: ONNX Runtime disagrees with PyTorch "
+            f"(max logit difference {results['max_abs_logit_diff']:.3g}, tolerance "
+            f"{LOGIT_TOLERANCE}; top-{TOP} identical for {results['top10_identical_users']} of "
+            f"{results['users']} users); nothing was installed"
+        )
+
+
+def file_hash(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict:
+    names = ("torch", "transformers", "onnx", "onnxruntime", "faiss-cpu", "logitrec")
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def sample_inputs(rows: dict, context: np.ndarray, count: int = SAMPLE_USERS):
+    """A fixed sample of real test histories (left-padded) and their users' context."""
+    users = len(rows["targets"])
+    chosen = np.sort(np.random.default_rng(0).choice(users, min(count, users), replace=False))
+    histories = rows["histories"][chosen]
+    return np.ascontiguousarray(histories), np.ascontiguousarray(
+        context[rows["users"][chosen]].astype(np.int64)
+    )
+
+
+def session(path: Path):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def encoder_feed(histories: np.ndarray, context: np.ndarray) -> dict:
+    feed = {"items": histories.astype(np.int64)}
+    if context.shape[1]:
+        feed["context"] = context.astype(np.int64)
+    return feed
+
+
+def check(model, folders: dict[str, Path], histories, context, *, index=None) -> dict:
+    """Compare encoder + scorer and top-k graphs with the model; FAISS recall for the record."""
+    with torch.no_grad():
+        ctx = torch.as_tensor(context) if context.shape[1] else None
+        expected_vectors = model.user_vectors(torch.as_tensor(histories), ctx).numpy()
+        expected = model.logits(torch.as_tensor(expected_vectors)).numpy()
+    num_items = expected.shape[1]
+
+    encoder = session(folders["encoder"] / "model.onnx")
+    (vectors,) = encoder.run(None, encoder_feed(histories, context))
+    # The same histories without their all-padding columns: the length axis is truly dynamic.
+    first = int((histories != 0).any(axis=0).argmax())
+    (trimmed_vectors,) = encoder.run(None, encoder_feed(histories[:, first:], context))
+
+    scorer = session(folders["scorer"] / "model.onnx")
+    candidates = np.tile(np.arange(1, num_items + 1, dtype=np.int64), (len(histories), 1))
+    (logits,) = scorer.run(None, {"user_vector": vectors, "candidates": candidates})
+
+    topk = session(folders["topk"] / "model.onnx")
+    feed = encoder_feed(histories, context)
+    feed["k"] = np.full((len(histories), 1), TOP, dtype=np.int64)
+    top_logits, top_items = topk.run(None, feed)
+
+    expected_top = np.argsort(-expected, axis=1, kind="stable")[:, :TOP] + 1
+    onnx_top = np.argsort(-logits, axis=1, kind="stable")[:, :TOP] + 1
+    identical = int((expected_top == onnx_top).all(axis=1).sum())
+    topk_identical = int((expected_top == top_items).all(axis=1).sum())
+    differences = {
+        "encoder": float(np.abs(vectors - expected_vectors).max()),
+        "encoder_trimmed_length": float(np.abs(trimmed_vectors - expected_vectors).max()),
+        "scorer_logits": float(np.abs(logits - expected).max()),
+        "topk_logits": float(
+            np.abs(top_logits - np.take_along_axis(expected, expected_top - 1, 1)).max()
+        ),
+    }
+    worst_logit = max(differences["scorer_logits"], differences["topk_logits"])
+    results = {
+        "users": len(histories),
+        "history_length": int(histories.shape[1]),
+        "max_abs_diff": differences,
+        "max_abs_logit_diff": worst_logit,
+        "tolerance": LOGIT_TOLERANCE,
+        "top10_identical_users": min(identical, topk_identical),
+        "passed": bool(
+            worst_logit <= LOGIT_TOLERANCE
+            and identical == len(histories)
+            and topk_identical == len(histories)
+        ),
+    }
+    if index is not None:
+        from export.index import search
+
+        found = search(index, vectors, TOP)
+        hits = [len(set(a) & set(b)) for a, b in zip(found, expected_top, strict=True)]
+        results["faiss_recall@10"] = float(np.mean(hits) / TOP)
+    return results

@@ -1,0 +1,190 @@
+"""Export: a checkpoint becomes a verified, versioned Triton repository; bad input loses nothing."""
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from conftest import run_cli
+
+from export import exporter, parity
+from export.index import build_index, item_points, query_points, search
+from export.triton_config import config_text, model_tensors
+from training.checkpoint import load_checkpoint
+
+FILES = {
+    "encoder": {"model.onnx", "model.py"},
+    "topk": {"model.onnx", "model.py"},
+    "scorer": {
+        "model.onnx",
+        "model.py",
+        "catalog.parquet",
+        "head.npy",
+        "faiss.index",
+        "manifest.json",
+        "parity_histories.npy",
+        "parity_context.npy",
+    },
+}
+
+
+def leftovers(repository):
+    return sorted(p.name for p in repository.rglob(".*"))
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoints, tmp_path_factory):
+    repository = tmp_path_factory.mktemp("repo") / "models"
+    printed = run_cli(
+        "export",
+        "--checkpoint",
+        tiny_checkpoints[0],
+        "--repository",
+        repository,
+        "--name",
+        "tiny",
+        "--triton-backend",
+        "python",
+    )
+    return repository, json.loads(printed.stdout)
+
+
+def test_export_writes_a_complete_verified_version(exported, tiny_checkpoints):
+    repository, printed = exported
+    assert printed["version"] == 1 and printed["parity"]["passed"]
+    for kind, files in FILES.items():
+        assert {p.name for p in (repository / f"tiny_{kind}" / "1").iterdir()} == files
+        config = (repository / f"tiny_{kind}" / "config.pbtxt").read_text()
+        assert f'name: "tiny_{kind}"' in config and 'backend: "python"' in config
+    manifest = json.loads((repository / "tiny_scorer" / "1" / "manifest.json").read_text())
+    assert manifest["parity"]["max_abs_logit_diff"] <= 1e-4
+    assert manifest["parity"]["top10_identical_users"] == manifest["parity"]["users"] > 0
+    assert manifest["context_features"], "the synthetic users' context should be exported"
+    assert manifest["opset"] == 17 and manifest["num_items"] == 60
+    assert leftovers(repository) == []
+
+
+def test_onnx_encoder_and_scorer_match_pytorch_on_fresh_histories(exported, tiny_checkpoints):
+    repository, _ = exported
+    model, config = load_checkpoint(tiny_checkpoints[0])
+    rng = np.random.default_rng(5)
+    histories = rng.integers(1, 61, size=(5, 9))
+    histories[1, :4] = 0  # a shorter, left-padded history
+    context = rng.integers(0, 2, size=(5, len(config["context_vocabulary"])))
+    feed = parity.encoder_feed(histories, context)
+    encoder = onnxruntime.InferenceSession(str(repository / "tiny_encoder" / "1" / "model.onnx"))
+    (vectors,) = encoder.run(None, feed)
+    scorer = onnxruntime.InferenceSession(str(repository / "tiny_scorer" / "1" / "model.onnx"))
+    candidates = np.array([[3, 7, 0, 60]] * 5)
+    (logits,) = scorer.run(None, {"user_vector": vectors, "candidates": candidates})
+    with torch.no_grad():
+        expected = model(torch.as_tensor(histories), torch.as_tensor(context)).numpy()
+    np.testing.assert_allclose(logits[:, [0, 1, 3]], expected[:, [2, 6, 59]], atol=1e-4)
+    assert np.isneginf(logits[:, 2]).all(), "candidate 0 is padding and must never win"
+
+
+def test_catalog_lists_every_item_with_popularity(exported):
+    import polars as pl
+
+    repository, _ = exported
+    catalog = pl.read_parquet(repository / "tiny_scorer" / "1" / "catalog.parquet")
+    assert catalog.columns == ["index", "item_id", "title", "popularity"]
+    assert catalog["index"].to_list() == list(range(1, 61))
+    assert catalog["popularity"].sum() > 0 and catalog["title"].null_count() == 0
+
+
+def test_verify_rechecks_an_installed_version(exported):
+    repository, _ = exported
+    result = run_cli("export", "--verify", repository, "--name", "tiny")
+    assert json.loads(result.stdout)["parity"]["passed"]
+
+
+def test_next_export_is_version_two_and_existing_version_needs_force(exported, tiny_checkpoints):
+    repository, _ = exported
+    args = ("export", "--checkpoint", tiny_checkpoints[1], "--repository", repository)
+    second = json.loads(run_cli(*args, "--name", "tiny", "--triton-backend", "python").stdout)
+    assert second["version"] == 2
+    refused = run_cli(*args, "--name", "tiny", "--version", "1", check=False)
+    assert refused.returncode == 2 and "version 1 exists" in refused.stderr
+    assert "--force" in refused.stderr
+    shutil.rmtree(repository / "tiny_encoder" / "2")  # keep the module's repository at version 1
+    shutil.rmtree(repository / "tiny_topk" / "2")
+    shutil.rmtree(repository / "tiny_scorer" / "2")
+
+
+def test_bad_input_is_refused_with_the_thing_named(tiny_checkpoints, tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    result = run_cli(
+        "export", "--checkpoint", tiny_checkpoints[0], "--repository", a_file, check=False
+    )
+    assert result.returncode == 2 and "is not a directory" in result.stderr
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoints[0], broken)
+    (broken / "model.safetensors").unlink()
+    repository = tmp_path / "repo"
+    result = run_cli("export", "--checkpoint", broken, "--repository", repository, check=False)
+    assert result.returncode == 2 and "model.safetensors" in result.stderr
+    assert not repository.exists() or list(repository.iterdir()) == []
+
+    result = run_cli(
+        "export", "--checkpoint", tiny_checkpoints[0], "--repository", repository,
+        "--triton-backend", "tensorflow", check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--triton-backend" in result.stderr
+
+
+def test_failed_parity_leaves_no_version_behind(tiny_checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setattr(parity, "LOGIT_TOLERANCE", -1.0)  # nothing can pass
+    repository = tmp_path / "repo"
+    options = exporter.ExportOptions(checkpoint=tiny_checkpoints[0], repository=repository)
+    with pytest.raises(parity.ParityFailed, match="nothing was installed"):
+        exporter.export(options)
+    assert exporter.existing_versions(repository, "logitrec") == set()
+    assert leftovers(repository) == []
+
+
+def test_flat_index_ranks_exactly_by_logit_with_the_bias_folded_in():
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(500, 16)).astype(np.float32)
+    bias = (3 * rng.normal(size=500)).astype(np.float32)  # biases large enough to matter
+    users = rng.normal(size=(20, 16)).astype(np.float32)
+    index, info = build_index(weight, bias)
+    assert info.factory == "Flat"
+    expected = np.argsort(-(users @ weight.T + bias), axis=1)[:, :10] + 1
+    assert (search(index, users, 10) == expected).all()
+    points, max_norm = item_points(weight, bias)
+    assert np.allclose(np.linalg.norm(points, axis=1), max_norm, rtol=1e-5)
+    assert query_points(users).shape == (20, 18)
+
+
+def test_ivf_index_from_a_factory_string_finds_most_of_the_exact_top10():
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(20, 16))
+    weight = (centers[rng.integers(0, 20, 4000)] + 0.3 * rng.normal(size=(4000, 16))).astype(
+        np.float32
+    )
+    bias = rng.normal(size=4000).astype(np.float32)
+    users = rng.normal(size=(50, 16)).astype(np.float32)
+    index, info = build_index(weight, bias, "IVF64,Flat")
+    assert info.nprobe is not None
+    index.nprobe = 16
+    expected = np.argsort(-(users @ weight.T + bias), axis=1)[:, :10] + 1
+    found = search(index, users, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, expected, strict=True)])
+    assert recall > 0.9
+
+
+def test_triton_configs_name_the_backend_device_and_shapes():
+    inputs, outputs = model_tensors("encoder", 64, 3)
+    text = config_text("m_encoder", inputs, outputs, backend="onnxruntime", device="gpu")
+    assert 'backend: "onnxruntime"' in text and "KIND_GPU" in text
+    assert 'name: "context" data_type: TYPE_INT64 dims: [ 3 ]' in text
+    assert 'name: "user_vector" data_type: TYPE_FP32 dims: [ 64 ]' in text
+    assert "dynamic_batching" in text and "max_batch_size: 64" in text
+    inputs, outputs = model_tensors("scorer", 64, 0)
+    text = config_text("m_scorer", inputs, outputs, backend="python", device="cpu")
+    assert "KIND_CPU" in text and "default_model_filename" not in text
