@@ -6,6 +6,7 @@ import typer
 
 from export.cli import export_command
 from logitrec.errors import InputError
+from serving.cli import serve_command
 from training.cli import evaluate_command, train_command
 from training.data.cli import data_app
 
@@ -18,6 +19,7 @@ app.add_typer(data_app, name="data")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("export")(export_command)
+app.command("serve")(serve_command)
 
 
 def _not_implemented(stage: str, issue: str):
@@ -29,7 +31,6 @@ def _not_implemented(stage: str, issue: str):
 
 
 for _stage, _issue in [
-    ("serve", "gateway issue"),
     ("bench", "benchmark issues"),
 ]:
     app.command(

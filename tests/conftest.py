@@ -1,8 +1,12 @@
 """Shared fixtures: the CLI as a user runs it, and the shared ML-1M folder when present."""
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +89,40 @@ def tiny_checkpoints(tiny_dataset, tmp_path_factory) -> list[Path]:
         run_cli("train", "--data", tiny_dataset, "--out", out, "--seed", seed, *TINY_TRAIN)
         checkpoints.append(out)
     return checkpoints
+
+
+@contextlib.contextmanager
+def running_gateway(repository, *args, timeout: float = 60.0):
+    """`logitrec serve` in a subprocess on free ports; yields (grpc target, metrics URL, process).
+
+    Ready means the gateway wrote its --ready-file (models loaded and warmed up); a gateway that
+    dies or takes longer than `timeout` fails the test with its log.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        ready = Path(scratch) / "ready.json"
+        log_path = Path(scratch) / "gateway.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "logitrec", "serve", "--repository", str(repository),
+                 "--port", "0", "--metrics-port", "0", "--ready-file", str(ready), *map(str, args)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + timeout
+            while not ready.exists():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"gateway did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.1)
+            ports = json.loads(ready.read_text())
+            yield (
+                f"127.0.0.1:{ports['port']}",
+                f"http://127.0.0.1:{ports['metrics_port']}/metrics",
+                process,
+            )
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()

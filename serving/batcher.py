@@ -1,0 +1,133 @@
+"""Micro-batching: concurrent requests wait briefly in a bounded queue and run as one batch.
+
+Shaped after Ray Serve's batcher: the first request of a batch starts a `max_wait` clock, more
+are taken until the batch is full or the clock runs out, and one result per request is checked.
+Unlike some servers, a failing batch fails every waiting future (nobody hangs), a full queue
+answers at once, and requests whose deadline passed are dropped before they cost inference.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from serving.errors import DeadlineExpired, GatewayError, Overloaded
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass
+class _Pending(Generic[Item, Result]):
+    item: Item
+    future: asyncio.Future
+    deadline: float | None
+    enqueued: float
+
+
+class MicroBatcher(Generic[Item, Result]):
+    def __init__(
+        self,
+        handler: Callable[[Sequence[Item], Sequence[float]], Awaitable[Sequence[Result]]],
+        *,
+        max_batch_size: int,
+        max_wait_seconds: float,
+        max_queue: int,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """`handler(items, queue_seconds)` returns one result per item, in order. `on_batch`
+        (batch size, queue depth) is told about every batch, for metrics."""
+        self.handler = handler
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_seconds
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
+        self.on_batch = on_batch
+        self._worker: asyncio.Task | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    async def submit(self, item: Item, deadline: float | None = None) -> Result:
+        """Queue `item` and wait for its result; Overloaded at once when the queue is full."""
+        if self._closing:
+            raise Overloaded("the gateway is shutting down")
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait(_Pending(item, future, deadline, time.monotonic()))
+        except asyncio.QueueFull:
+            raise Overloaded(
+                f"queue full ({self.queue.maxsize} requests waiting); retry with backoff"
+            ) from None
+        return await future
+
+    async def close(self) -> None:
+        """Stop taking requests, let the queued ones finish, then stop the worker."""
+        self._closing = True
+        await self.queue.join()
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+
+    async def _collect(self) -> list[_Pending]:
+        batch = [await self.queue.get()]
+        closes_at = time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch_size:
+            remaining = closes_at - time.monotonic()
+            if remaining <= 0:
+                # Take what is already waiting without waiting longer.
+                while len(batch) < self.max_batch_size and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            try:
+                await self._process(batch)
+            finally:
+                for _ in batch:
+                    self.queue.task_done()
+
+    async def _process(self, batch: list[_Pending]) -> None:
+        now = time.monotonic()
+        live = []
+        for pending in batch:
+            if pending.future.done():  # the caller went away (cancelled)
+                continue
+            if pending.deadline is not None and pending.deadline <= now:
+                pending.future.set_exception(
+                    DeadlineExpired("the deadline passed while the request was queued")
+                )
+                continue
+            live.append(pending)
+        if not live:
+            return
+        if self.on_batch is not None:
+            self.on_batch(len(live), self.queue.qsize())
+        try:
+            results = await self.handler([p.item for p in live], [now - p.enqueued for p in live])
+            if len(results) != len(live):
+                raise GatewayError(f"batch handler returned {len(results)} results for {len(live)}")
+        except Exception as error:  # every waiting request learns of the failure
+            for pending in live:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        for pending, result in zip(live, results, strict=True):
+            if not pending.future.done():
+                if isinstance(result, BaseException):
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(result)

@@ -1,0 +1,161 @@
+"""The batch shell around the pure pipeline: one micro-batcher per loaded model version.
+
+A batch runs: encode (backend) -> candidates (exact, or FAISS top-C minus exclusions) ->
+exact logits of the candidates (backend scorer) -> top-k. Popularity fallbacks (no known
+history) skip the model entirely.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving import pipeline
+from serving.backends import Backend
+from serving.batcher import MicroBatcher
+from serving.config import ServeConfig
+from serving.metrics import GatewayMetrics
+from serving.pipeline import Query, Ranked
+from serving.registry import ModelVersion, Registry, complete_versions, load_version, model_names
+
+log = logging.getLogger("logitrec.gateway")
+
+
+@dataclass
+class Answer:
+    ranked: Ranked
+    timings: dict[str, float]
+
+
+class Engine:
+    def __init__(self, config: ServeConfig, backend: Backend, metrics: GatewayMetrics) -> None:
+        self.config = config
+        self.backend = backend
+        self.metrics = metrics
+        names = model_names(config.repository)
+        if not names:
+            from logitrec.errors import InputError
+
+            raise InputError(f"{config.repository}: no exported model versions found")
+        default = config.model or names[0]
+        if config.model is None and len(names) > 1:
+            log.warning("several models in %s; default is %s", config.repository, default)
+        self.registry = Registry(default)
+        self._batchers: dict[tuple[str, int], MicroBatcher] = {}
+        self.ready = False  # set once every version is loaded and warmed up
+
+    async def load_all(self) -> None:
+        """Load every complete version of the default model (and of the others) and warm up."""
+        for name in model_names(self.config.repository):
+            for version in complete_versions(self.config.repository, name):
+                await self.load(name, version)
+        self.registry.get()  # the default model must be among them
+        self.ready = True
+
+    async def load(self, name: str, version: int) -> ModelVersion:
+        loop = asyncio.get_running_loop()
+        model = await loop.run_in_executor(
+            None, load_version, self.config.repository, name, version
+        )
+        await self.backend.load(model)
+        batcher = MicroBatcher(
+            lambda queries, waits, model=model: self._run_batch(model, queries, waits),
+            max_batch_size=self.config.max_batch_size,
+            max_wait_seconds=self.config.max_wait_ms / 1000,
+            max_queue=self.config.max_queue,
+            on_batch=self._on_batch,
+        )
+        batcher.start()
+        await self._warm_up(model)
+        self._batchers[(name, version)] = batcher
+        self.registry.add(model)
+        log.info("loaded %s version %d (%d items)", name, version, model.num_items)
+        return model
+
+    async def _warm_up(self, model: ModelVersion) -> None:
+        """One real batch through encoder, index and scorer before traffic is let in."""
+        query = pipeline.prepare_query(model, [model.item_ids[0]], k=min(10, model.num_items))
+        await self._run_batch(model, [query], [0.0])
+
+    def _on_batch(self, size: int, depth: int) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.queue_depth.set(depth)
+
+    async def submit(self, model: ModelVersion, query: Query) -> Answer:
+        return await self._batchers[(model.name, model.version)].submit(query, query.deadline)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(b.close() for b in self._batchers.values()))
+        await self.backend.close()
+
+    def uses_exact_scoring(self, model: ModelVersion) -> bool:
+        return self.config.exact or model.num_items < self.config.exact_below
+
+    async def _run_batch(
+        self, model: ModelVersion, queries: Sequence[Query], waits: Sequence[float]
+    ) -> list[Answer]:
+        answers: list[Answer | None] = [None] * len(queries)
+        for row, query in enumerate(queries):
+            if query.fallback:
+                answers[row] = Answer(pipeline.popularity_ranking(model, query), {})
+        rows = [r for r, q in enumerate(queries) if not q.fallback]
+        stages = {"encode": 0.0, "retrieve": 0.0, "score": 0.0}
+        if rows:
+            batch = [queries[r] for r in rows]
+            started = time.perf_counter()
+            vectors = await self.backend.encode(
+                model, pipeline.pad_histories(batch), pipeline.context_matrix(batch)
+            )
+            stages["encode"] = time.perf_counter() - started
+
+            started = time.perf_counter()
+            candidates = await self._candidates(model, batch, vectors)
+            stages["retrieve"] = time.perf_counter() - started
+
+            started = time.perf_counter()
+            padded = pipeline.pad_candidates(candidates)
+            logits = await self.backend.score(model, vectors, padded)
+            for row, query, ids, values in zip(rows, batch, padded, logits, strict=True):
+                ranked = (
+                    pipeline.in_request_order(ids, values)
+                    if query.score_items is not None
+                    else pipeline.top_k(ids, values, query.k)
+                )
+                answers[row] = Answer(ranked, {})
+            stages["score"] = time.perf_counter() - started
+            for stage, seconds in stages.items():
+                self.metrics.stage_duration.labels(stage).observe(seconds)
+        for answer, wait in zip(answers, waits, strict=True):
+            self.metrics.stage_duration.labels("queue").observe(wait)
+            answer.timings = {"queue": wait, **stages}
+        return answers
+
+    async def _candidates(
+        self, model: ModelVersion, batch: Sequence[Query], vectors: np.ndarray
+    ) -> list[np.ndarray]:
+        exact = self.uses_exact_scoring(model)
+        pruned_rows = [
+            i
+            for i, q in enumerate(batch)
+            if not exact and q.score_items is None and q.allowed is None
+        ]
+        candidates = [pipeline.exact_candidates(q, model.num_items) for q in batch]
+        if pruned_rows:
+            width = max(
+                pipeline.search_width(batch[i], self.config.candidate_count, model.num_items)
+                for i in pruned_rows
+            )
+            from export.index import search  # numpy + faiss only: the same code export tested
+
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(
+                None, search, model.faiss_index, vectors[pruned_rows], width
+            )
+            for position, i in enumerate(pruned_rows):
+                candidates[i] = pipeline.pruned_candidates(
+                    batch[i], found[position], self.config.candidate_count
+                )
+        return candidates

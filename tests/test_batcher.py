@@ -1,0 +1,110 @@
+"""The micro-batcher alone, with a fake batch function (a unit test of one component)."""
+
+import asyncio
+import time
+
+import pytest
+
+from serving.batcher import MicroBatcher
+from serving.errors import DeadlineExpired, GatewayError, Overloaded
+
+
+def make(handler, **settings):
+    options = {"max_batch_size": 4, "max_wait_seconds": 0.05, "max_queue": 100}
+    options.update(settings)
+    batcher = MicroBatcher(handler, **options)
+    batcher.start()
+    return batcher
+
+
+@pytest.mark.asyncio
+async def test_concurrent_requests_share_batches_and_get_their_own_results():
+    sizes = []
+
+    async def double(items, waits):
+        sizes.append(len(items))
+        return [2 * x for x in items]
+
+    batcher = make(double)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+    assert results == [2 * i for i in range(10)]
+    assert max(sizes) == 4 and sum(sizes) == 10 and len(sizes) < 10
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_a_failed_batch_fails_every_request_in_it():
+    async def broken(items, waits):
+        raise RuntimeError("backend fell over")
+
+    batcher = make(broken)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) and "fell over" in str(r) for r in results)
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_a_handler_returning_the_wrong_count_fails_instead_of_hanging():
+    async def short(items, waits):
+        return items[:-1]
+
+    batcher = make(short)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, GatewayError) for r in results)
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_a_full_queue_answers_overloaded_at_once():
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def blocked(items, waits):
+        started.set()
+        await release.wait()
+        return items
+
+    batcher = make(blocked, max_batch_size=1, max_queue=1, max_wait_seconds=0)
+    first = asyncio.ensure_future(batcher.submit("running"))
+    await started.wait()
+    second = asyncio.ensure_future(batcher.submit("queued"))
+    await asyncio.sleep(0)  # let it enter the queue
+    before = time.monotonic()
+    with pytest.raises(Overloaded, match="queue full"):
+        await batcher.submit("one too many")
+    assert time.monotonic() - before < 0.05
+    release.set()
+    assert await first == "running" and await second == "queued"
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_requests_whose_deadline_passed_are_dropped_before_the_batch_runs():
+    seen = []
+
+    async def record(items, waits):
+        seen.extend(items)
+        return items
+
+    batcher = make(record)
+    expired = batcher.submit("late", deadline=time.monotonic() - 1)
+    fresh = batcher.submit("on time", deadline=time.monotonic() + 10)
+    results = await asyncio.gather(expired, fresh, return_exceptions=True)
+    assert isinstance(results[0], DeadlineExpired) and results[1] == "on time"
+    assert seen == ["on time"]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_close_drains_queued_requests_and_then_refuses_new_ones():
+    async def slow(items, waits):
+        await asyncio.sleep(0.01)
+        return items
+
+    batcher = make(slow, max_batch_size=2)
+    pending = [asyncio.ensure_future(batcher.submit(i)) for i in range(6)]
+    await asyncio.sleep(0)
+    await batcher.close()
+    assert [await p for p in pending] == list(range(6))
+    with pytest.raises(Overloaded, match="shutting down"):
+        await batcher.submit(7)

@@ -1,0 +1,88 @@
+"""The gateway's pure core: request validation and id mapping, padding, candidates, ranking."""
+
+import numpy as np
+import pytest
+
+from serving import pipeline
+from serving.errors import InvalidRequest
+from serving.registry import ModelVersion
+
+
+def model(num_items=6, max_length=3):
+    ids = np.array([f"i{n}" for n in range(1, num_items + 1)], dtype=object)
+    return ModelVersion(
+        name="m",
+        version=1,
+        manifest={"max_length": max_length, "hidden_size": 4, "context_features": ["g"],
+                  "index": {"factory": "Flat"}},
+        encoder_path=None,
+        scorer_path=None,
+        item_ids=ids,
+        titles=[None] * num_items,
+        popularity=np.array([5, 1, 9, 0, 3, 2], dtype=float)[:num_items],
+        index_of={item_id: i for i, item_id in enumerate(ids, start=1)},
+        context_lookup={"g": {"F": 1, "M": 2}},
+        faiss_index=None,
+    )  # fmt: skip
+
+
+def test_history_is_mapped_trimmed_to_the_window_and_unknown_ids_reported():
+    query = pipeline.prepare_query(
+        model(), ["i1", "x", "i2", "i3", "i4", "x"], context={"g": "M"}, k=2
+    )
+    assert query.items.tolist() == [2, 3, 4] and query.truncated_to == 3
+    assert query.unknown_item_ids == ["x"]
+    assert query.exclude.tolist() == [1, 2, 3, 4]  # every seen item, not just the window
+    assert query.context.tolist() == [2]
+    unknown_value = pipeline.prepare_query(model(), ["i1"], context={"g": "other"}, k=2)
+    assert unknown_value.context.tolist() == [0]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"k": 0}, "k"),
+        ({"k": 7}, "k"),
+        ({"exclude_ids": ["i1", "i1"]}, "exclude_item_ids"),
+        ({"allowed_ids": ["i2", "i2"]}, "allowed_item_ids"),
+        ({"allowed_ids": ["i1"]}, "allowed_item_ids"),  # the only allowed item was seen
+        ({"context": {"age": "3"}}, "context"),
+        ({"max_history": 0}, "history"),
+        ({"score_ids": []}, "item_ids"),
+        ({"score_ids": ["nope"]}, "item_ids"),
+    ],
+)
+def test_invalid_requests_name_the_field(arguments, field):
+    with pytest.raises(InvalidRequest) as caught:
+        pipeline.prepare_query(model(), ["i1"], **{"k": 2, **arguments})
+    assert caught.value.field == field and str(caught.value).startswith(f"{field}: ")
+
+
+def test_padding_and_exact_candidates():
+    m = model()
+    queries = [pipeline.prepare_query(m, h, k=2) for h in (["i1"], ["i2", "i3"])]
+    assert pipeline.pad_histories(queries).tolist() == [[0, 1], [2, 3]]
+    assert pipeline.exact_candidates(queries[1], m.num_items).tolist() == [1, 4, 5, 6]
+    assert pipeline.pad_candidates([np.array([1]), np.array([2, 3])]).tolist() == [[1, 0], [2, 3]]
+
+
+def test_top_k_orders_by_logit_and_never_returns_padding():
+    ranked = pipeline.top_k(np.array([4, 0, 2, 9]), np.array([0.5, np.inf, 2.0, 1.0]), 3)
+    assert ranked.items.tolist() == [2, 9, 4]
+    assert ranked.logits.tolist() == [2.0, 1.0, 0.5]
+
+
+def test_pruned_candidates_drop_exclusions_and_keep_index_order():
+    query = pipeline.prepare_query(model(), ["i2"], exclude_ids=["i5"], k=2)
+    found = np.array([5, 2, 3, 0, 0])
+    assert pipeline.pruned_candidates(query, found, 2).tolist() == [3]
+    assert pipeline.search_width(query, 4, 6) == 6
+
+
+def test_popularity_fallback_respects_exclusions():
+    m = model()
+    query = pipeline.prepare_query(m, [], k=3, exclude_ids=["i3"])
+    assert query.fallback
+    assert pipeline.popularity_ranking(m, query).items.tolist() == [1, 5, 6]
+    probabilities = pipeline.softmax(np.array([1.0, 1.0]))
+    assert probabilities.tolist() == [0.5, 0.5]
