@@ -1,0 +1,199 @@
+"""Encoder latency, PyTorch vs ONNX Runtime, at batch 1 / 8 / 32 on real ML-1M histories.
+
+    python benchmarks/export_latency.py --model scratch=artifacts/quality/scratch-default-60min \
+        --model minilm=artifacts/quality/minilm-8min
+
+Each checkpoint is exported (python-backend configs, into benchmarks/scratch/export-repo), the
+export's parity result is recorded, then both runtimes encode the same histories: median and
+p90 over repeated calls after warm-up, on this machine's threads. Writes
+benchmarks/results/export.{json,md,png}.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+BATCHES = (1, 8, 32)
+
+
+def export(name: str, checkpoint: Path, repository: Path) -> dict:
+    command = [
+        sys.executable, "-m", "logitrec", "export", "--checkpoint", str(checkpoint),
+        "--repository", str(repository), "--name", name, "--triton-backend", "python", "--force",
+        "--version", "1",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        raise SystemExit(f"export of {checkpoint} failed:\n{result.stderr[-3000:]}")
+    summary = json.loads(result.stdout)
+    summary["export_seconds"] = round(time.perf_counter() - started, 1)
+    return summary
+
+
+def timed(function, repeats: int) -> tuple[float, float]:
+    for _ in range(3):
+        function()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - started)
+    return float(np.median(samples) * 1000), float(np.percentile(samples, 90) * 1000)
+
+
+def measure(name: str, checkpoint: Path, repository: Path, repeats: int) -> dict:
+    import onnxruntime
+
+    from export.graphs import Encoder
+    from training.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    encoder = Encoder(model).eval()
+    version = repository / f"{name}_scorer" / "1"
+    histories = np.load(version / "parity_histories.npy")
+    context = np.load(version / "parity_context.npy")
+    session = onnxruntime.InferenceSession(
+        str(repository / f"{name}_encoder" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    rows = []
+    for batch in BATCHES:
+        items = histories[np.arange(batch) % len(histories)]
+        ctx = context[np.arange(batch) % len(context)]
+        feed = {"items": items}
+        if ctx.shape[1]:
+            feed["context"] = ctx
+        items_t, ctx_t = torch.as_tensor(items), torch.as_tensor(ctx) if ctx.shape[1] else None
+
+        def run_torch(items_t=items_t, ctx_t=ctx_t):
+            with torch.no_grad():
+                encoder(items_t, ctx_t)
+
+        def run_onnx(feed=feed):
+            session.run(None, feed)
+
+        torch_ms, torch_p90 = timed(run_torch, repeats)
+        onnx_ms, onnx_p90 = timed(run_onnx, repeats)
+        rows.append(
+            {
+                "batch": batch,
+                "history_length": int(items.shape[1]),
+                "torch_ms": round(torch_ms, 2),
+                "torch_p90_ms": round(torch_p90, 2),
+                "onnxruntime_ms": round(onnx_ms, 2),
+                "onnxruntime_p90_ms": round(onnx_p90, 2),
+                "speedup": round(torch_ms / onnx_ms, 2),
+            }
+        )
+        print(name, rows[-1], flush=True)
+    return {
+        "rows": rows,
+        "encoder_onnx_bytes": (repository / f"{name}_encoder/1/model.onnx").stat().st_size,
+    }
+
+
+def write_report(results: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "export.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        "# Export: parity and encoder latency (PyTorch vs ONNX Runtime)",
+        "",
+        f"Machine: {results['machine']}; torch {results['versions']['torch']}, onnxruntime "
+        f"{results['versions']['onnxruntime']}; {results['threads']} threads; "
+        f"date {results['date']}.",
+        f"Command: `{results['command']}`",
+        "",
+        "Histories are real ML-1M test histories left-padded to the model's window (200 items);",
+        "times are the median (and p90) of repeated encoder calls after warm-up.",
+        "",
+    ]
+    for name, entry in results["models"].items():
+        parity = entry["export"]["parity"]
+        lines += [
+            f"## {name} (`{entry['checkpoint']}`)",
+            "",
+            f"Parity on {parity['users']} users: max |logit diff| "
+            f"{parity['max_abs_logit_diff']:.2g} (tolerance {parity['tolerance']}), top-10 "
+            f"identical for {parity['top10_identical_users']}/{parity['users']}, "
+            f"passed: {parity['passed']}; FAISS recall@10 {parity.get('faiss_recall@10')}. "
+            f"Export took {entry['export']['export_seconds']} s; encoder.onnx "
+            f"{entry['latency']['encoder_onnx_bytes'] / 1e6:.1f} MB.",
+            "",
+            "| batch | PyTorch ms (p90) | ONNX Runtime ms (p90) | speed-up |",
+            "| --- | --- | --- | --- |",
+        ]
+        for row in entry["latency"]["rows"]:
+            lines.append(
+                f"| {row['batch']} | {row['torch_ms']} ({row['torch_p90_ms']}) | "
+                f"{row['onnxruntime_ms']} ({row['onnxruntime_p90_ms']}) | {row['speedup']}x |"
+            )
+        lines.append("")
+    (RESULTS / "export.md").write_text("\n".join(lines))
+    plot(results)
+
+
+def plot(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(results["models"])
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.5), squeeze=False)
+    for axis, name in zip(axes[0], models, strict=True):
+        rows = results["models"][name]["latency"]["rows"]
+        x = np.arange(len(rows))
+        axis.bar(x - 0.2, [r["torch_ms"] for r in rows], 0.4, label="PyTorch")
+        axis.bar(x + 0.2, [r["onnxruntime_ms"] for r in rows], 0.4, label="ONNX Runtime")
+        axis.set_xticks(x, [str(r["batch"]) for r in rows])
+        axis.set_xlabel("batch size")
+        axis.set_ylabel("encoder latency, ms (median)")
+        axis.set_title(name)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "export.png", dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT_DIR")
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    repository = REPO / "benchmarks" / "scratch" / "export-repo"
+    shutil.rmtree(repository, ignore_errors=True)
+    import onnxruntime
+
+    results = {
+        "command": "python benchmarks/export_latency.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "models": {},
+    }
+    for spec in args.model:
+        name, checkpoint = spec.split("=", 1)
+        checkpoint = Path(checkpoint)
+        summary = export(name, checkpoint, repository)
+        results["models"][name] = {
+            "checkpoint": str(checkpoint),
+            "export": summary,
+            "latency": measure(name, checkpoint, repository, args.repeats),
+        }
+    write_report(results)
+    print(f"wrote {RESULTS / 'export.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""Gateway load test: batching on vs off, gateway vs raw backend, per-request cost breakdown.
+
+    python benchmarks/serving.py --model scratch=artifacts/quality/scratch-default-60min \
+        --model minilm=artifacts/quality/minilm-8min --seconds 20
+
+For each model: export it, start `logitrec serve` (embedded backend) and drive it with our own
+closed-loop gRPC load generator (asyncio, `--concurrency` clients on one channel each asking
+Recommend k=10 for real ML-1M test histories). Scenarios:
+- batching: max batch 64 (2 ms wait) vs max batch 1, same load;
+- overhead: the same pipeline called in-process (no gRPC, no queue) on batches of the size the
+  gateway formed, vs the gateway's throughput.
+Server-side stage times come from the responses' timings; "grpc + serialization" is what the
+client saw minus what the server measured. Writes benchmarks/results/serving.{json,md,png}.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SCRATCH = REPO / "benchmarks" / "scratch" / "serving-repo"
+
+
+def export(name: str, checkpoint: Path) -> None:
+    command = [
+        sys.executable, "-m", "logitrec", "export", "--checkpoint", str(checkpoint),
+        "--repository", str(SCRATCH / name), "--name", name, "--version", "1", "--force",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        raise SystemExit(f"export failed:\n{result.stderr[-3000:]}")
+
+
+@contextmanager
+def gateway(repository: Path, *args: str):
+    with tempfile.TemporaryDirectory() as scratch:
+        ready = Path(scratch) / "ready.json"
+        log = open(Path(scratch) / "log", "wb")  # noqa: SIM115 - closed below
+        process = subprocess.Popen(
+            [sys.executable, "-m", "logitrec", "serve", "--repository", str(repository),
+             "--port", "0", "--metrics-port", "0", "--ready-file", str(ready),
+             "--log-level", "warning", *args],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while not ready.exists():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit((Path(scratch) / "log").read_text()[-3000:])
+                time.sleep(0.1)
+            ports = json.loads(ready.read_text())
+            yield f"127.0.0.1:{ports['port']}", f"http://127.0.0.1:{ports['metrics_port']}/metrics"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            log.close()
+
+
+def requests_for(repository: Path, name: str):
+    import polars as pl
+    from logitrec_client._proto.logitrec.v1 import recommender_pb2 as pb
+
+    version = repository / f"{name}_scorer" / "1"
+    histories = np.load(version / "parity_histories.npy")
+    ids = pl.read_parquet(version / "catalog.parquet").sort("index")["item_id"].to_list()
+    return [
+        pb.RecommendRequest(history=[pb.Event(item_id=ids[i - 1]) for i in row if i], k=10)
+        for row in histories
+    ]
+
+
+async def drive(target: str, requests, concurrency: int, seconds: float, warmup: float = 3.0):
+    import grpc
+    from logitrec_client._proto.logitrec.v1 import recommender_pb2_grpc
+
+    channel = grpc.aio.insecure_channel(target)
+    stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+    records = []
+    started = time.monotonic()
+    measure_from, stop = started + warmup, started + warmup + seconds
+
+    async def client(offset: int) -> None:
+        index = offset
+        while time.monotonic() < stop:
+            request = requests[index % len(requests)]
+            index += concurrency
+            sent = time.perf_counter()
+            response = await stub.Recommend(request, timeout=60)
+            elapsed = time.perf_counter() - sent
+            if time.monotonic() >= measure_from:
+                records.append((elapsed, response.timings))
+
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    await channel.close()
+    latencies = np.array([r[0] for r in records])
+    timing = {
+        stage: float(np.mean([getattr(r[1], f"{stage}_seconds") for r in records]) * 1000)
+        for stage in ("queue", "encode", "retrieve", "score", "total")
+    }
+    timing["grpc_and_serialization"] = float(latencies.mean() * 1000) - timing["total"]
+    return {
+        "requests": len(records),
+        "throughput_rps": round(len(records) / seconds, 1),
+        "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 2),
+        "p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 2),
+        "mean_ms": round(float(latencies.mean()) * 1000, 2),
+        "breakdown_ms": {k: round(v, 3) for k, v in timing.items()},
+    }
+
+
+def mean_batch_size(metrics_url: str) -> float:
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    total = float(re.search(r"^logitrec_batch_size_sum (\S+)", text, re.M).group(1))
+    count = float(re.search(r"^logitrec_batch_size_count (\S+)", text, re.M).group(1))
+    return total / max(count, 1)
+
+
+def raw_backend(repository: Path, name: str, requests, batch: int, seconds: float) -> dict:
+    """The gateway's own batch function, called in-process on fixed batches: no gRPC, no queue."""
+    from serving.backends.embedded import EmbeddedBackend
+    from serving.config import ServeConfig
+    from serving.engine import Engine
+    from serving.metrics import GatewayMetrics
+    from serving.pipeline import prepare_query
+
+    async def run() -> dict:
+        engine = Engine(ServeConfig(repository=repository), EmbeddedBackend(), GatewayMetrics())
+        model = await engine.load(name, 1)
+        queries = [prepare_query(model, [e.item_id for e in r.history], k=10) for r in requests]
+        batches = [
+            [queries[(b * batch + i) % len(queries)] for i in range(batch)] for b in range(16)
+        ]
+        for warm in batches[:2]:
+            await engine._run_batch(model, warm, [0.0] * batch)
+        done, started, index = 0, time.perf_counter(), 0
+        while time.perf_counter() - started < seconds:
+            await engine._run_batch(model, batches[index % len(batches)], [0.0] * batch)
+            done += batch
+            index += 1
+        elapsed = time.perf_counter() - started
+        await engine.close()
+        return {"batch": batch, "throughput_rps": round(done / elapsed, 1)}
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT_DIR")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=20)
+    args = parser.parse_args()
+    results = {
+        "command": "python benchmarks/serving.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (gateway and load generator "
+        "share them)",
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "models": {},
+    }
+    for spec in args.model:
+        name, checkpoint = spec.split("=", 1)
+        export(name, Path(checkpoint))
+        repository = SCRATCH / name
+        requests = requests_for(repository, name)
+        entry = {"checkpoint": checkpoint, "scenarios": {}}
+        for label, flags in (("batching", ["--max-batch-size", "64"]),
+                             ("no batching", ["--max-batch-size", "1"])):  # fmt: skip
+            with gateway(repository, *flags) as (target, metrics_url):
+                outcome = asyncio.run(drive(target, requests, args.concurrency, args.seconds))
+                outcome["mean_batch_size"] = round(mean_batch_size(metrics_url), 1)
+            entry["scenarios"][label] = outcome
+            print(name, label, outcome, flush=True)
+        formed = max(1, round(entry["scenarios"]["batching"]["mean_batch_size"]))
+        entry["raw_backend"] = raw_backend(repository, name, requests, formed, args.seconds / 2)
+        gateway_rps = entry["scenarios"]["batching"]["throughput_rps"]
+        entry["gateway_over_raw"] = round(gateway_rps / entry["raw_backend"]["throughput_rps"], 3)
+        on, off = entry["scenarios"]["batching"], entry["scenarios"]["no batching"]
+        entry["batching_speedup"] = round(on["throughput_rps"] / off["throughput_rps"], 2)
+        print(name, "raw", entry["raw_backend"], "ratio", entry["gateway_over_raw"], flush=True)
+        results["models"][name] = entry
+    write_report(results)
+
+
+def write_report(results: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serving.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        "# Serving: the gateway under load (embedded backend)",
+        "",
+        f"Machine: {results['machine']}. Date {results['date']}. Load: {results['concurrency']} "
+        f"concurrent closed-loop gRPC clients, Recommend k=10 on real ML-1M test histories, "
+        f"{results['seconds']:.0f} s measured after 3 s warm-up.",
+        f"Command: `{results['command']}`",
+        "",
+        "Targets (issue 5): scratch model, batching >= 5x the throughput of max batch 1 with a",
+        "lower p99; minilm model, gateway >= 80% of the raw backend's in-process throughput.",
+        "",
+    ]
+    for name, entry in results["models"].items():
+        on, off = entry["scenarios"]["batching"], entry["scenarios"]["no batching"]
+        lines += [
+            f"## {name} (`{entry['checkpoint']}`)",
+            "",
+            "| scenario | throughput (req/s) | p50 ms | p99 ms | mean batch |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for label, s in entry["scenarios"].items():
+            lines.append(
+                f"| {label} | {s['throughput_rps']} | {s['p50_ms']} | {s['p99_ms']} | "
+                f"{s['mean_batch_size']} |"
+            )
+        raw = entry["raw_backend"]
+        lines += [
+            "",
+            f"- Batching speed-up: **{entry['batching_speedup']}x** throughput; p99 "
+            f"{on['p99_ms']} ms vs {off['p99_ms']} ms.",
+            f"- Raw backend in-process at batch {raw['batch']}: {raw['throughput_rps']} req/s; "
+            f"gateway/raw = **{entry['gateway_over_raw']:.0%}**.",
+            "",
+            "Per-request cost with batching (mean ms; batched stages are the batch's time):",
+            "",
+            "| queue | encode | retrieve | score | server total | gRPC + serialization |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        b = on["breakdown_ms"]
+        lines.append(
+            f"| {b['queue']:.2f} | {b['encode']:.2f} | {b['retrieve']:.2f} | {b['score']:.2f} | "
+            f"{b['total']:.2f} | {b['grpc_and_serialization']:.2f} |"
+        )
+        lines.append("")
+    (RESULTS / "serving.md").write_text("\n".join(lines))
+    plot(results)
+
+
+def plot(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(results["models"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    x = np.arange(len(models))
+    for offset, label in ((-0.2, "batching"), (0.2, "no batching")):
+        axes[0].bar(
+            x + offset,
+            [results["models"][m]["scenarios"][label]["throughput_rps"] for m in models],
+            0.4,
+            label=label,
+        )
+        axes[1].bar(
+            x + offset,
+            [results["models"][m]["scenarios"][label]["p99_ms"] for m in models],
+            0.4,
+            label=label,
+        )
+    for axis, title in zip(axes, ("throughput, req/s", "p99 latency, ms"), strict=True):
+        axis.set_xticks(x, models)
+        axis.set_title(title)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "serving.png", dpi=90)
+
+
+if __name__ == "__main__":
+    main()
