@@ -1,1 +1,58 @@
-"""Python client for the LogitRec gateway (the SDK itself arrives with the client issue)."""
+"""Typed Python client for the LogitRec gateway: recommendations over gRPC, no torch needed."""
+
+from logitrec_client._version import __version__
+from logitrec_client.aio import AsyncRecommenderClient
+from logitrec_client.client import RecommenderClient
+from logitrec_client.config import (
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT_S,
+    NO_RETRIES,
+    Keepalive,
+    RetryPolicy,
+    TlsConfig,
+)
+from logitrec_client.errors import (
+    DeadlineExceeded,
+    InvalidRequest,
+    LogitRecError,
+    NotFound,
+    Overloaded,
+    Unavailable,
+)
+from logitrec_client.queries import Event, RecommendQuery
+from logitrec_client.results import (
+    HealthStatus,
+    ModelInfo,
+    Recommendation,
+    Recommendations,
+    ScoredItem,
+    Scores,
+    Timings,
+)
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT_S",
+    "NO_RETRIES",
+    "AsyncRecommenderClient",
+    "DeadlineExceeded",
+    "Event",
+    "HealthStatus",
+    "InvalidRequest",
+    "Keepalive",
+    "LogitRecError",
+    "ModelInfo",
+    "NotFound",
+    "Overloaded",
+    "RecommendQuery",
+    "Recommendation",
+    "Recommendations",
+    "RecommenderClient",
+    "RetryPolicy",
+    "ScoredItem",
+    "Scores",
+    "Timings",
+    "TlsConfig",
+    "Unavailable",
+    "__version__",
+]

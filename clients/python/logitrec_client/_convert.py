@@ -1,0 +1,140 @@
+"""Translation between the client's dataclasses and the generated protobuf messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from logitrec_client import queries
+from logitrec_client._proto.logitrec.v1 import recommender_pb2 as pb
+from logitrec_client.queries import HistoryLike, RecommendQuery, history_events
+from logitrec_client.results import (
+    ModelInfo,
+    Recommendation,
+    Recommendations,
+    ScoredItem,
+    Scores,
+    Timings,
+)
+
+
+def _events(history: HistoryLike) -> list[pb.Event]:
+    return [
+        pb.Event(item_id=e.item_id, event_type=e.event_type, timestamp=e.timestamp)
+        for e in history_events(history)
+    ]
+
+
+def recommend_request(query: RecommendQuery) -> pb.RecommendRequest:
+    """The RecommendRequest for a query; exclude_seen is always sent, so the default is ours."""
+    return pb.RecommendRequest(
+        history=_events(query.history),
+        user_id=query.user_id or "",
+        context=queries.context_strings(query.context),
+        k=query.k,
+        exclude_seen=query.exclude_seen,
+        exclude_item_ids=query.exclude,
+        allowed_item_ids=query.allowed,
+        model=query.model or "",
+        model_version=query.model_version or 0,
+        explain=query.explain,
+        request_id=query.request_id or "",
+    )
+
+
+def recommend_batch_request(
+    batch: Sequence[RecommendQuery | Mapping[str, Any]],
+) -> pb.RecommendBatchRequest:
+    """The RecommendBatchRequest for queries given as RecommendQuery objects or field dicts."""
+    normalised = [q if isinstance(q, RecommendQuery) else RecommendQuery(**q) for q in batch]
+    return pb.RecommendBatchRequest(requests=[recommend_request(q) for q in normalised])
+
+
+def score_request(
+    history: HistoryLike,
+    item_ids: Sequence[str],
+    *,
+    user_id: str | None,
+    context: Mapping[str, str] | None,
+    model: str | None,
+    model_version: int | None,
+    request_id: str | None,
+) -> pb.ScoreRequest:
+    """The ScoreRequest for a history and the items to score."""
+    return pb.ScoreRequest(
+        history=_events(history),
+        item_ids=queries.item_ids(item_ids, "item_ids"),
+        user_id=user_id or "",
+        context=queries.context_strings(context),
+        model=model or "",
+        model_version=model_version or 0,
+        request_id=request_id or "",
+    )
+
+
+def model_info_request(model: str | None, model_version: int | None) -> pb.GetModelInfoRequest:
+    """The GetModelInfoRequest; empty model and version 0 mean the default model, latest version."""
+    return pb.GetModelInfoRequest(model=model or "", model_version=model_version or 0)
+
+
+def timings(message: pb.Timings) -> Timings:
+    """Timings from its message."""
+    return Timings(
+        queue_seconds=message.queue_seconds,
+        encode_seconds=message.encode_seconds,
+        retrieve_seconds=message.retrieve_seconds,
+        score_seconds=message.score_seconds,
+        total_seconds=message.total_seconds,
+    )
+
+
+def recommendations(response: pb.RecommendResponse) -> Recommendations:
+    """Recommendations from a RecommendResponse."""
+    return Recommendations(
+        items=tuple(
+            Recommendation(
+                item_id=item.item_id,
+                logit=item.logit,
+                probability=item.probability,
+                rank=item.rank,
+                title=item.title,
+            )
+            for item in response.items
+        ),
+        model=response.model,
+        model_version=response.model_version,
+        unknown_item_ids=tuple(response.unknown_item_ids),
+        popularity_fallback=response.popularity_fallback,
+        history_truncated_to=response.history_truncated_to,
+        timings=timings(response.timings),
+        request_id=response.request_id,
+    )
+
+
+def scores(response: pb.ScoreResponse) -> Scores:
+    """Scores from a ScoreResponse."""
+    return Scores(
+        items=tuple(ScoredItem(item_id=item.item_id, logit=item.logit) for item in response.items),
+        model=response.model,
+        model_version=response.model_version,
+        unknown_item_ids=tuple(response.unknown_item_ids),
+        unknown_scored_item_ids=tuple(response.unknown_scored_item_ids),
+        timings=timings(response.timings),
+        request_id=response.request_id,
+    )
+
+
+def model_info(response: pb.GetModelInfoResponse) -> ModelInfo:
+    """ModelInfo from a GetModelInfoResponse."""
+    return ModelInfo(
+        model=response.model,
+        model_version=response.model_version,
+        loaded_versions=tuple(response.loaded_versions),
+        num_items=response.num_items,
+        hidden_size=response.hidden_size,
+        max_length=response.max_length,
+        context_features=tuple(response.context_features),
+        index_type=response.index_type,
+        backend=response.backend,
+        candidate_count=response.candidate_count,
+    )

@@ -1,0 +1,92 @@
+"""The client SDK against the real gateway (a `logitrec serve` process on an exported model)."""
+
+import socket
+
+import pytest
+from conftest import run_cli, running_gateway, spawn_gateway, stop_process
+from logitrec_client import (
+    AsyncRecommenderClient,
+    DeadlineExceeded,
+    HealthStatus,
+    InvalidRequest,
+    NotFound,
+    RecommenderClient,
+    RecommendQuery,
+    RetryPolicy,
+    Unavailable,
+)
+
+
+@pytest.fixture(scope="module")
+def repository(tiny_checkpoints, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("client-gateway") / "models"
+    run_cli("export", "--checkpoint", tiny_checkpoints[0], "--repository", folder, "--name", "tiny")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def target(repository):
+    with running_gateway(repository) as (address, _, _process):
+        yield address
+
+
+def test_sync_calls_return_typed_results(target):
+    with RecommenderClient(target) as client:
+        assert client.health() == HealthStatus.SERVING
+        result = client.recommend(["3", "17", "42"], k=5, request_id="abc")
+        assert len(result) == 5 and [r.rank for r in result] == [1, 2, 3, 4, 5]
+        assert result.model == "tiny" and result.model_version == 1 and result.request_id == "abc"
+        assert not {"3", "17", "42"} & set(result.item_ids)
+        assert all(r.title for r in result) and "Recommendation" not in str(result)
+        scores = client.score(["3", "17", "42"], [result[0].item_id, "nope"])
+        assert scores.items[0].logit == pytest.approx(result[0].logit, abs=1e-5)
+        batch = client.recommend_batch(
+            [RecommendQuery(history=["1"], k=3), RecommendQuery(history=["2", "3"], k=2)]
+        )
+        assert [len(b) for b in batch] == [3, 2]
+        info = client.model_info()
+        assert info.num_items == 60 and info.backend == "embedded"
+
+
+@pytest.mark.asyncio
+async def test_async_calls_agree_with_sync_ones(target):
+    with RecommenderClient(target) as client:
+        expected = client.recommend(["5", "6"], k=4).item_ids
+    async with AsyncRecommenderClient(target) as client:
+        got = await client.recommend(["5", "6"], k=4)
+    assert got.item_ids == expected
+
+
+def test_server_errors_become_the_sdk_exceptions(target):
+    with RecommenderClient(target) as client:
+        with pytest.raises(InvalidRequest, match="k: must be at least 1"):
+            client.recommend(["1"], k=0)
+        with pytest.raises(NotFound, match="model"):
+            client.recommend(["1"], k=3, model="missing")
+        with pytest.raises(DeadlineExceeded):
+            client.recommend(["1"], k=3, timeout=1e-6)
+        assert len(client.recommend(["1"], k=3)) == 3  # the server kept serving
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_client_retries_bridge_a_gateway_restart(repository, tmp_path):
+    port = free_port()
+    patient = RetryPolicy(max_attempts=5, initial_backoff_s=0.5, max_backoff_s=4.0)
+    with RecommenderClient(f"127.0.0.1:{port}", retry=patient) as client:
+        with running_gateway(repository, "--port", port):
+            before = client.recommend(["3", "4"], k=5).item_ids
+        # Restarting: the new process takes seconds to bind and load. The call goes out at once;
+        # its first attempts meet a closed port or a gateway still loading (UNAVAILABLE both),
+        # and the retries reach the gateway once it is back. Same client, same channel.
+        process, _, _ = spawn_gateway(repository, tmp_path, "--port", port)
+        try:
+            assert client.recommend(["3", "4"], k=5, timeout=30).item_ids == before
+        finally:
+            stop_process(process)
+        with pytest.raises(Unavailable):  # nobody listens any more: retried, then reported
+            client.recommend(["3", "4"], k=5, timeout=10)
