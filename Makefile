@@ -26,20 +26,25 @@ $(TRITON_VENV)/.installed:
 
 install: $(VENV)/.installed $(TRITON_VENV)/.installed
 
-# The main job on the embedded default. For now: prepare synthetic data (and ML-1M when the
-# shared data is present), train a small model on the synthetic data and evaluate it against
-# the most-popular baseline. Later stages (export, serve, query) extend this target.
+# The main job on the embedded default (no Triton needed): data -> dataset -> trained model ->
+# full-ranking evaluation -> ONNX export (parity-checked) -> gateway -> recommendations through
+# the Python client. On ML-1M when ../shared/data/ml-1m is present, else on a synthetic log.
+# A few minutes on 2 CPU cores; the model is small and briefly trained (quality runs: benchmarks/).
 demo: install
-	$(BIN)/logitrec data synth --out $(WORK)/synthetic-raw --force
-	$(BIN)/logitrec data prepare $(WORK)/synthetic-raw --out $(WORK)/synthetic --force
-	$(BIN)/logitrec data stats $(WORK)/synthetic
-	$(BIN)/logitrec train --data $(WORK)/synthetic --out $(WORK)/checkpoints/synthetic --force \
-		--epochs 10 --max-length 50 --hidden-size 32 --learning-rate 3e-3
-	$(BIN)/logitrec evaluate --data $(WORK)/synthetic --checkpoint $(WORK)/checkpoints/synthetic --baselines
 	@if [ -f $(ML1M)/ml-1m.txt ]; then \
-		$(BIN)/logitrec data prepare $(ML1M) --out $(WORK)/ml-1m --force && \
-		$(BIN)/logitrec data stats $(WORK)/ml-1m; \
-	else echo "($(ML1M) not found: skipping ML-1M)"; fi
+		$(BIN)/logitrec data prepare $(ML1M) --out $(WORK)/demo-data --force; \
+	else \
+		echo "($(ML1M) not found: using a synthetic log)"; \
+		$(BIN)/logitrec data synth --out $(WORK)/synthetic-raw --force && \
+		$(BIN)/logitrec data prepare $(WORK)/synthetic-raw --out $(WORK)/demo-data --force; \
+	fi
+	$(BIN)/logitrec data stats $(WORK)/demo-data
+	$(BIN)/logitrec train --data $(WORK)/demo-data --out $(WORK)/checkpoints/demo --force \
+		--epochs 4 --max-length 50 --hidden-size 32
+	$(BIN)/logitrec evaluate --data $(WORK)/demo-data --checkpoint $(WORK)/checkpoints/demo --baselines
+	$(BIN)/logitrec export --checkpoint $(WORK)/checkpoints/demo --repository $(WORK)/model_repository \
+		--name demo --version 1 --force
+	$(BIN)/python scripts/serve_and_query.py --repository $(WORK)/model_repository --users 2
 
 lint: install
 	$(BIN)/ruff check .

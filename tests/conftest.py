@@ -91,6 +91,30 @@ def tiny_checkpoints(tiny_dataset, tmp_path_factory) -> list[Path]:
     return checkpoints
 
 
+def spawn_gateway(repository, scratch: Path, *args) -> tuple[subprocess.Popen, Path, Path]:
+    """Start `logitrec serve` on free ports without waiting: (process, ready file, log file)."""
+    ready = Path(scratch) / "ready.json"
+    log_path = Path(scratch) / "gateway.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "logitrec", "serve", "--repository", str(repository),
+             "--port", "0", "--metrics-port", "0", "--ready-file", str(ready),
+             *map(str, args)],  # a later --port in args wins (click keeps the last)
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        )  # fmt: skip
+    return process, ready, log_path
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextlib.contextmanager
 def running_gateway(repository, *args, timeout: float = 60.0):
     """`logitrec serve` in a subprocess on free ports; yields (grpc target, metrics URL, process).
@@ -99,14 +123,7 @@ def running_gateway(repository, *args, timeout: float = 60.0):
     dies or takes longer than `timeout` fails the test with its log.
     """
     with tempfile.TemporaryDirectory() as scratch:
-        ready = Path(scratch) / "ready.json"
-        log_path = Path(scratch) / "gateway.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "logitrec", "serve", "--repository", str(repository),
-                 "--port", "0", "--metrics-port", "0", "--ready-file", str(ready), *map(str, args)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-            )  # fmt: skip
+        process, ready, log_path = spawn_gateway(repository, Path(scratch), *args)
         try:
             deadline = time.monotonic() + timeout
             while not ready.exists():
@@ -120,9 +137,4 @@ def running_gateway(repository, *args, timeout: float = 60.0):
                 process,
             )
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_process(process)

@@ -1,0 +1,50 @@
+"""Graceful shutdown of the real gateway, in-process: health turns off, queued requests finish."""
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from conftest import run_cli
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from logitrec_client._proto.logitrec.v1 import recommender_pb2 as pb
+from logitrec_client._proto.logitrec.v1 import recommender_pb2_grpc
+
+from serving.config import ServeConfig
+from serving.server import Gateway
+
+
+@pytest.fixture(scope="module")
+def repository(tiny_checkpoints, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shutdown") / "models"
+    run_cli("export", "--checkpoint", tiny_checkpoints[0], "--repository", folder, "--name", "tiny")
+    return folder
+
+
+@pytest.mark.asyncio
+async def test_stop_turns_health_off_then_finishes_queued_requests(repository):
+    # A long batch wait keeps the requests queued until shutdown begins.
+    config = ServeConfig(repository=repository, port=0, metrics_port=None, max_wait_ms=2000)
+    gateway = Gateway(config)
+    await gateway.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
+    stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+    health = health_pb2_grpc.HealthStub(channel)
+    request = pb.RecommendRequest(history=[pb.Event(item_id="3")], k=5)
+    calls = [asyncio.ensure_future(stub.Recommend(request, timeout=30)) for _ in range(8)]
+    batcher = next(iter(gateway.engine._batchers.values()))
+    deadline = time.monotonic() + 10
+    while batcher.depth < 7:  # one request is the batch's first, seven wait behind it
+        assert time.monotonic() < deadline, "requests never reached the queue"
+        await asyncio.sleep(0.01)
+    stopping = asyncio.ensure_future(gateway.stop())
+    await asyncio.sleep(0)
+    status = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    responses = await asyncio.gather(*calls)
+    assert all(len(r.items) == 5 for r in responses)
+    await stopping
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Recommend(request, timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    await channel.close()
