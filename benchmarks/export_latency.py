@@ -103,6 +103,56 @@ def measure(name: str, checkpoint: Path, repository: Path, repeats: int) -> dict
     }
 
 
+def triton_check(repository: Path, names: list[str], checkpoints: dict[str, Path]) -> dict:
+    """Load every exported model in the real tritonserver (nvidia-pytriton, Python backend) and
+    compare its encoder + scorer answers on the parity histories with PyTorch."""
+    import tritonclient.grpc as grpcclient
+
+    from logitrec.triton_local import load_model, run_triton
+    from training.checkpoint import load_checkpoint
+
+    report = {}
+    with run_triton(repository) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        for name in names:
+            started = time.perf_counter()
+            for kind in ("encoder", "scorer"):
+                load_model(server, f"{name}_{kind}", timeout=300)
+            load_seconds = time.perf_counter() - started
+            version = repository / f"{name}_scorer" / "1"
+            histories = np.load(version / "parity_histories.npy")[:16]
+            context = np.load(version / "parity_context.npy")[:16]
+            inputs = [grpcclient.InferInput("items", list(histories.shape), "INT64")]
+            inputs[0].set_data_from_numpy(histories)
+            if context.shape[1]:
+                inputs.append(grpcclient.InferInput("context", list(context.shape), "INT64"))
+                inputs[1].set_data_from_numpy(context)
+            vectors = client.infer(f"{name}_encoder", inputs).as_numpy("user_vector")
+            model, config = load_checkpoint(checkpoints[name])
+            candidates = np.tile(np.arange(1, config["num_items"] + 1), (len(vectors), 1))
+            scorer_inputs = [
+                grpcclient.InferInput("user_vector", list(vectors.shape), "FP32"),
+                grpcclient.InferInput("candidates", list(candidates.shape), "INT64"),
+            ]
+            scorer_inputs[0].set_data_from_numpy(vectors)
+            scorer_inputs[1].set_data_from_numpy(candidates.astype(np.int64))
+            logits = client.infer(f"{name}_scorer", scorer_inputs).as_numpy("logits")
+            with torch.no_grad():
+                ctx = torch.as_tensor(context) if context.shape[1] else None
+                expected = model(torch.as_tensor(histories), ctx).numpy()
+            top = np.argsort(-logits, 1)[:, :10]
+            expected_top = np.argsort(-expected, 1)[:, :10]
+            report[name] = {
+                "users": len(histories),
+                "load_seconds": round(load_seconds, 1),
+                "max_abs_logit_diff": float(np.abs(logits - expected).max()),
+                "top10_identical_users": int((top == expected_top).all(1).sum()),
+            }
+            print(name, "triton", report[name], flush=True)
+        client.close()
+    return report
+
+
 def write_report(results: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "export.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -139,6 +189,24 @@ def write_report(results: dict) -> None:
                 f"{row['onnxruntime_ms']} ({row['onnxruntime_p90_ms']}) | {row['speedup']}x |"
             )
         lines.append("")
+    if results.get("triton"):
+        lines += [
+            "## In the real Triton server",
+            "",
+            "Each export loaded in nvidia-pytriton's tritonserver (Python backend running the",
+            "same model.onnx with ONNX Runtime, CPU) and queried over gRPC: encoder, then the",
+            "scorer over the whole catalog, against PyTorch on the same real histories.",
+            "",
+            "| model | load s | users | max abs logit diff | top-10 identical |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, entry in results["triton"].items():
+            lines.append(
+                f"| {name} | {entry['load_seconds']} | {entry['users']} | "
+                f"{entry['max_abs_logit_diff']:.2g} | "
+                f"{entry['top10_identical_users']}/{entry['users']} |"
+            )
+        lines.append("")
     (RESULTS / "export.md").write_text("\n".join(lines))
     plot(results)
 
@@ -169,6 +237,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT_DIR")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument(
+        "--triton", action="store_true", help="Also load and query the exports in real Triton."
+    )
     args = parser.parse_args()
     repository = REPO / "benchmarks" / "scratch" / "export-repo"
     shutil.rmtree(repository, ignore_errors=True)
@@ -191,6 +262,9 @@ def main() -> None:
             "export": summary,
             "latency": measure(name, checkpoint, repository, args.repeats),
         }
+    if args.triton:
+        checkpoints = {n: Path(e["checkpoint"]) for n, e in results["models"].items()}
+        results["triton"] = triton_check(repository, list(results["models"]), checkpoints)
     write_report(results)
     print(f"wrote {RESULTS / 'export.md'}")
 

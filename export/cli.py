@@ -18,7 +18,8 @@ def export_command(
         "onnxruntime", "--triton-backend", help="onnxruntime (native) or python (ORT in model.py)."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu or gpu (Triton instance kind)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (fp16: not yet)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (17: LayerNormalization as one op)."),
     index: str | None = typer.Option(
         None, "--index", help="FAISS factory string (default: Flat below 50k items, else IVF)."
     ),
@@ -51,6 +52,7 @@ def export_command(
             device=device,
             precision=precision,
             index=index,
+            opset=opset,
             data=data,
             force=force,
         )

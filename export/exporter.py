@@ -21,7 +21,7 @@ import logitrec
 from export import parity
 from export.graphs import Encoder, Scorer, TopK, head_table
 from export.index import build_index
-from export.onnx_graphs import OPSET, export_encoder, export_scorer, export_topk
+from export.onnx_graphs import OPSET, check_opset, export_encoder, export_scorer, export_topk
 from export.triton_config import config_text, model_tensors
 from logitrec.errors import InputError
 from training import checkpoint as ckpt
@@ -49,11 +49,14 @@ class ExportOptions:
     device: str = "cpu"
     precision: str = "fp32"
     index: str | None = None  # FAISS factory string; None: by catalog size
+    opset: int = OPSET
     data: Path | None = None  # dataset for parity histories; None: the checkpoint's own
     force: bool = False
 
 
 def validate(options: ExportOptions) -> None:
+    if options.precision == "fp16":
+        raise InputError("--precision fp16: not implemented yet; export fp32 (the default)")
     for flag, value, allowed in (
         ("--triton-backend", options.triton_backend, BACKENDS),
         ("--device", options.device, DEVICES),
@@ -70,6 +73,7 @@ def validate(options: ExportOptions) -> None:
         raise InputError(f"{options.repository}: the repository path exists and is not a directory")
     if options.version != "auto" and not (options.version.isdigit() and int(options.version) > 0):
         raise InputError(f"--version: expected a positive integer or auto, got {options.version!r}")
+    check_opset(options.opset)
 
 
 def existing_versions(repository: Path, name: str) -> set[int]:
@@ -132,9 +136,11 @@ def _build(options, model, config, dataset, staging: Path, version: int, checkpo
     encoder = Encoder(model).eval()
     weight, bias = head_table(model)
     with torch.no_grad():
-        export_encoder(encoder, folders["encoder"] / "model.onnx")
-        export_scorer(Scorer(weight, bias).eval(), folders["scorer"] / "model.onnx")
-        export_topk(TopK(encoder, weight, bias).eval(), folders["topk"] / "model.onnx")
+        export_encoder(encoder, folders["encoder"] / "model.onnx", options.opset)
+        export_scorer(Scorer(weight, bias).eval(), folders["scorer"] / "model.onnx", options.opset)
+        export_topk(
+            TopK(encoder, weight, bias).eval(), folders["topk"] / "model.onnx", options.opset
+        )
 
     scorer_dir = folders["scorer"]
     head = torch.cat([weight, bias[:, None]], 1).numpy().astype(np.float32)
@@ -163,7 +169,7 @@ def _build(options, model, config, dataset, staging: Path, version: int, checkpo
         "max_length": config["model"]["max_length"],
         "context_features": list(config["context_vocabulary"]),
         "context_vocabulary": config["context_vocabulary"],
-        "opset": OPSET,
+        "opset": options.opset,
         "precision": options.precision,
         "triton_backend": options.triton_backend,
         "device": options.device,

@@ -136,6 +136,15 @@ def test_bad_input_is_refused_with_the_thing_named(tiny_checkpoints, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2 and "--triton-backend" in result.stderr
 
+    for opset, message in ((99, "onnxruntime"), (10, "opset 14 or newer")):
+        result = run_cli(
+            "export", "--checkpoint", tiny_checkpoints[0], "--repository", repository,
+            "--opset", opset, check=False,
+        )  # fmt: skip
+        assert result.returncode == 2 and f"--opset {opset}" in result.stderr
+        assert message in result.stderr
+    assert not repository.exists() or list(repository.iterdir()) == []
+
 
 def test_failed_parity_leaves_no_version_behind(tiny_checkpoints, tmp_path, monkeypatch):
     monkeypatch.setattr(parity, "LOGIT_TOLERANCE", -1.0)  # nothing can pass
