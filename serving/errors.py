@@ -16,7 +16,7 @@ class InvalidRequest(GatewayError):
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
-        self.field = field
+        self.field, self.problem = field, problem
 
 
 class ModelNotFound(GatewayError):

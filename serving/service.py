@@ -62,11 +62,9 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
         remaining = context.time_remaining()
         return None if remaining is None else time.monotonic() + remaining
 
-    def _query(self, request: pb.RecommendRequest, deadline, field_prefix: str = ""):
+    def _query(self, request: pb.RecommendRequest, deadline):
         if request.explain:
-            raise InvalidRequest(
-                f"{field_prefix}explain", "explanations are not available in this version"
-            )
+            raise InvalidRequest("explain", "explanations are not available in this version")
         model = self.engine.registry.get(request.model, request.model_version)
         query = pipeline.prepare_query(
             model,
@@ -96,9 +94,13 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
                 "requests", f"{len(request.requests)} exceed the limit of {MAX_BATCH_REQUESTS}"
             )
         deadline = self._deadline(context)
-        prepared = [
-            self._query(r, deadline, f"requests[{i}].") for i, r in enumerate(request.requests)
-        ]
+        prepared = []
+        for i, item in enumerate(request.requests):
+            try:
+                prepared.append(self._query(item, deadline))
+            except InvalidRequest as error:  # say which request of the batch was wrong
+                raise InvalidRequest(f"requests[{i}].{error.field}", error.problem) from None
+
         answers = await asyncio.gather(*(self.engine.submit(m, q) for m, q in prepared))
         return pb.RecommendBatchResponse(
             responses=[

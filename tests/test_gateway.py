@@ -178,6 +178,9 @@ def test_batch_and_score_agree_with_single_recommendations(gateway):
     assert [i.item_id for i in scored.items] == [batch[0].items[1].item_id, "5"]
     assert scored.items[0].logit == pytest.approx(batch[0].items[1].logit, abs=1e-5)
     assert list(scored.unknown_scored_item_ids) == ["nope"]
+    bad_batch = pb.RecommendBatchRequest(requests=[requests[0], pb.RecommendRequest(k=0)])
+    code, details = code_of(lambda: stub.RecommendBatch(bad_batch))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("requests[1].k: ")
     code, details = code_of(lambda: stub.Score(pb.ScoreRequest(history=events(1), item_ids=[])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "item_ids" in details
 
