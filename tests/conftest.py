@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from logitrec.processes import stop
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ML1M = REPO.parent / "shared" / "data" / "ml-1m"
 
@@ -106,13 +108,7 @@ def spawn_gateway(repository, scratch: Path, *args) -> tuple[subprocess.Popen, P
 
 
 def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop(process)
 
 
 @contextlib.contextmanager

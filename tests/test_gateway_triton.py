@@ -14,6 +14,14 @@ if not (triton_venv() / "bin" / "python").exists():
     )
 
 
+def export_for_triton(checkpoint, repository):
+    run_cli(
+        "export", "--checkpoint", checkpoint, "--repository", repository,
+        "--name", "tiny", "--triton-backend", "python",
+    )  # fmt: skip
+    return repository
+
+
 def recommend(target, history, **fields):
     with grpc.insecure_channel(target) as channel:
         stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
@@ -22,11 +30,7 @@ def recommend(target, history, **fields):
 
 
 def test_triton_backend_answers_like_the_embedded_one(tiny_checkpoints, tmp_path):
-    repository = tmp_path / "models"
-    run_cli(
-        "export", "--checkpoint", tiny_checkpoints[0], "--repository", repository,
-        "--name", "tiny", "--triton-backend", "python",
-    )  # fmt: skip
+    repository = export_for_triton(tiny_checkpoints[0], tmp_path / "models")
     histories = [[1, 2, 3], [40], [9, 8, 7, 6, 5]]
     with running_gateway(repository) as (target, _, _process):
         expected = [recommend(target, h, k=5) for h in histories]
@@ -50,11 +54,7 @@ def test_triton_backend_answers_like_the_embedded_one(tiny_checkpoints, tmp_path
 
 
 def test_gateway_refuses_to_start_when_triton_lacks_the_model(tiny_checkpoints, tmp_path):
-    repository = tmp_path / "models"
-    run_cli(
-        "export", "--checkpoint", tiny_checkpoints[0], "--repository", repository,
-        "--name", "tiny", "--triton-backend", "python",
-    )  # fmt: skip
+    repository = export_for_triton(tiny_checkpoints[0], tmp_path / "models")
     with run_triton(repository) as triton:  # started, but nothing loaded
         result = run_cli(
             "serve", "--repository", repository, "--backend", "triton",
