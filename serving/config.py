@@ -24,6 +24,7 @@ class ServeConfig:
     candidate_count: int = 4096  # FAISS candidates scored exactly per request
     exact_below: int = 20_000  # catalogs smaller than this are always scored exactly
     exact: bool = False  # score every item for every request (the reference for recall)
+    versions_served: int = 2  # newest versions loaded per model (export's Triton configs: 2)
     max_history: int = 10_000  # events per request; more is refused (INVALID_ARGUMENT)
     max_message_bytes: int = 8 * 1024 * 1024
     threads: int | None = None  # ONNX Runtime intra-op threads (None: its default)
@@ -59,7 +60,13 @@ def validate(config: ServeConfig) -> None:
         raise InputError(
             f"--backend: expected one of {', '.join(BACKENDS)}, got {config.backend!r}"
         )
-    for name in ("max_batch_size", "max_queue", "candidate_count", "max_history"):
+    for name in (
+        "max_batch_size",
+        "max_queue",
+        "candidate_count",
+        "max_history",
+        "versions_served",
+    ):
         if getattr(config, name) < 1:
             flag = name.replace("_", "-")
             raise InputError(f"--{flag}: expected a positive integer, got {getattr(config, name)}")

@@ -48,9 +48,11 @@ class Engine:
         self.ready = False  # set once every version is loaded and warmed up
 
     async def load_all(self) -> None:
-        """Load every complete version of the default model (and of the others) and warm up."""
+        """Load the newest complete versions of every model (as many as Triton's export config
+        serves, so both backends see the same versions) and warm each up."""
         for name in model_names(self.config.repository):
-            for version in complete_versions(self.config.repository, name):
+            versions = complete_versions(self.config.repository, name)
+            for version in versions[-self.config.versions_served :]:
                 await self.load(name, version)
         self.registry.get()  # the default model must be among them
         self.ready = True
