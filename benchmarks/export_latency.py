@@ -164,8 +164,9 @@ def write_report(results: dict) -> None:
         f"date {results['date']}.",
         f"Command: `{results['command']}`",
         "",
-        "Histories are real ML-1M test histories left-padded to the model's window (200 items);",
-        "times are the median (and p90) of repeated encoder calls after warm-up.",
+        "Histories are real ML-1M test histories left-padded to each model's window; times are",
+        "the median (and p90) of repeated encoder calls after warm-up, same process, same",
+        "threads, PyTorch first then ONNX Runtime at each batch size.",
         "",
     ]
     for name, entry in results["models"].items():
@@ -177,6 +178,7 @@ def write_report(results: dict) -> None:
             f"{parity['max_abs_logit_diff']:.2g} (tolerance {parity['tolerance']}), top-10 "
             f"identical for {parity['top10_identical_users']}/{parity['users']}, "
             f"passed: {parity['passed']}; FAISS recall@10 {parity.get('faiss_recall@10')}. "
+            f"History window {entry['latency']['rows'][0]['history_length']} items. "
             f"Export took {entry['export']['export_seconds']} s; encoder.onnx "
             f"{entry['latency']['encoder_onnx_bytes'] / 1e6:.1f} MB.",
             "",
@@ -235,12 +237,18 @@ def plot(results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT_DIR")
+    parser.add_argument("--model", action="append", help="NAME=CHECKPOINT_DIR")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--report-only", action="store_true", help="Re-render from the JSON.")
     parser.add_argument(
         "--triton", action="store_true", help="Also load and query the exports in real Triton."
     )
     args = parser.parse_args()
+    if args.report_only:
+        write_report(json.loads((RESULTS / "export.json").read_text()))
+        return
+    if not args.model:
+        parser.error("--model NAME=CHECKPOINT_DIR is required")
     repository = REPO / "benchmarks" / "scratch" / "export-repo"
     shutil.rmtree(repository, ignore_errors=True)
     import onnxruntime

@@ -43,6 +43,20 @@ ANCHORS = [
 ]
 
 
+NOTES = [
+    "- scratch-default-60min is `logitrec train` with nothing but `--max-minutes 60`: the",
+    "  defaults are the recipe (2 layers x 64, dropout 0.2, lr 3e-3 cosine over the hour, user",
+    "  context gender/age/occupation as prefix tokens, full CE computed in chunks). Its best",
+    "  validation NDCG@10 was 0.1807 (epoch 101 of 120); test 0.1746 is below the 0.18 target.",
+    "- How the recipe was chosen: a 23-run sweep on a lent H200 at the epochs the CPU fits in",
+    "  an hour (`quality_gpu_sweep.md`); seed-to-seed spread there was 0.003-0.005.",
+    "- minilm-h200 is the default minilm recipe (window 200, batch 128, lr 1e-3 / encoder 5e-5,",
+    "  no user context: the defaults of that day) run to its end: early stopping (patience 20)",
+    "  after 58 epochs, 3.2 minutes on an H200 shared with 10 other runs. minilm-8min is the",
+    "  shortened CPU run (window 50, 3 epochs).",
+]
+
+
 def logitrec(*args: str) -> str:
     command = [sys.executable, "-m", "logitrec", *args]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
@@ -138,6 +152,7 @@ def report(results: dict) -> None:
             f"this 2-core machine. Best measured: {best['test']['ndcg@10']:.4f} ({best['name']}, "
             f"{best['train_wall_seconds'] / 60:.0f} min of training): **{verdict}**.",
         ]
+    lines += ["", "## Notes", "", *NOTES]
     lines += [
         "",
         "## Published anchors (same file, same protocol)",

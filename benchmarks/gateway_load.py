@@ -1,6 +1,8 @@
 """Gateway load test: batching on vs off, gateway vs raw backend, per-request cost breakdown.
 
-    python benchmarks/serving.py --model scratch=artifacts/quality/scratch-default-60min \
+(Not named serving.py: run as a script, that name would hide the `serving` package.)
+
+    python benchmarks/gateway_load.py --model scratch=artifacts/quality/scratch-default-60min \
         --model minilm=artifacts/quality/minilm-8min --seconds 20
 
 For each model: export it, start `logitrec serve` (embedded backend) and drive it with our own
@@ -159,12 +161,18 @@ def raw_backend(repository: Path, name: str, requests, batch: int, seconds: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT_DIR")
+    parser.add_argument("--model", action="append", help="NAME=CHECKPOINT_DIR")
+    parser.add_argument("--report-only", action="store_true", help="Re-render from the JSON.")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=20)
     args = parser.parse_args()
+    if args.report_only:
+        write_report(json.loads((RESULTS / "serving.json").read_text()))
+        return
+    if not args.model:
+        parser.error("--model NAME=CHECKPOINT_DIR is required")
     results = {
-        "command": "python benchmarks/serving.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/gateway_load.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (gateway and load generator "
         "share them)",
@@ -243,8 +251,42 @@ def write_report(results: dict) -> None:
             f"{b['total']:.2f} | {b['grpc_and_serialization']:.2f} |"
         )
         lines.append("")
+    lines += verdict(results)
     (RESULTS / "serving.md").write_text("\n".join(lines))
     plot(results)
+
+
+def verdict(results: dict) -> list[str]:
+    lines = ["## Against the targets", ""]
+    models = results["models"]
+    if "scratch" in models:
+        entry = models["scratch"]
+        on, off = entry["scenarios"]["batching"], entry["scenarios"]["no batching"]
+        met = entry["batching_speedup"] >= 5 and on["p99_ms"] < off["p99_ms"]
+        lines.append(
+            f"- scratch, batching >= 5x: {entry['batching_speedup']}x, p99 "
+            f"{on['p99_ms']} vs {off['p99_ms']} ms: **{'met' if met else 'NOT met'}**."
+        )
+    if "minilm" in models:
+        ratio = models["minilm"]["gateway_over_raw"]
+        lines.append(
+            f"- minilm, gateway >= 80% of raw: {ratio:.0%}: "
+            f"**{'met' if ratio >= 0.8 else 'NOT met'}**."
+        )
+    lines += [
+        "",
+        "Why batching buys little here: per item, the batched encoder costs what the unbatched",
+        "one does. ONNX Runtime on 2 cores runs the scratch encoder in 0.9 ms at batch 1 and",
+        "39 ms at batch 32 (1.2 ms per history; results/export.md), and a batch pads every",
+        "history to the batch's longest. Batching removes the per-call overhead (queue hand-off,",
+        "executor, numpy glue, the scorer call), worth 1.3x for scratch and 1.6x for minilm,",
+        "not 5x; the gRPC stack and the load generator share the same 2 cores. The next",
+        "bottleneck: the encoder (length-bucketed sub-batches, a fused-attention graph, or a",
+        "GPU), then for minilm the scorer, which gathers a [batch, candidates, 384] tensor when",
+        "the whole catalog is scored (a dense h @ W.T would be cheaper there).",
+        "",
+    ]
+    return lines
 
 
 def plot(results: dict) -> None:
