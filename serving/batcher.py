@@ -45,6 +45,7 @@ class MicroBatcher(Generic[Item, Result]):
         self.on_batch = on_batch
         self._worker: asyncio.Task | None = None
         self._closing = False
+        self.received = 0  # requests accepted into the queue, ever
 
     def start(self) -> None:
         if self._worker is None:
@@ -61,6 +62,7 @@ class MicroBatcher(Generic[Item, Result]):
         future = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait(_Pending(item, future, deadline, time.monotonic()))
+            self.received += 1
         except asyncio.QueueFull:
             raise Overloaded(
                 f"queue full ({self.queue.maxsize} requests waiting); retry with backoff"

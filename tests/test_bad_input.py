@@ -1,7 +1,6 @@
 """Bad input: one line naming the file, line or column, exit status 2, and nothing half-written."""
 
 import polars as pl
-import pytest
 from conftest import run_cli
 
 LENIENT = ("--min-user-interactions", 1, "--min-item-interactions", 1)
@@ -107,10 +106,14 @@ def test_existing_output_needs_force_and_is_kept_on_failure(tmp_path):
     assert (out / "manifest.json").read_text() == before
 
 
-@pytest.mark.parametrize("stage", ["export", "serve", "bench"])
-def test_later_stages_say_they_are_not_implemented(stage):
-    result = run_cli(stage, check=False)
+def test_bench_says_it_is_not_implemented():
+    result = run_cli("bench", check=False)
     assert result.returncode == 2 and "not implemented yet" in result.stderr
+
+
+def test_export_without_a_checkpoint_names_the_flag():
+    result = run_cli("export", check=False)
+    assert result.returncode == 2 and "--checkpoint: required" in result.stderr
 
 
 def test_stats_on_a_folder_that_is_not_a_dataset(tmp_path):

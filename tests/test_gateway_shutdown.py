@@ -23,28 +23,33 @@ def repository(tiny_checkpoints, tmp_path_factory):
 
 @pytest.mark.asyncio
 async def test_stop_turns_health_off_then_finishes_queued_requests(repository):
-    # A long batch wait keeps the requests queued until shutdown begins.
+    # A long batch wait keeps the requests waiting in the batcher until shutdown begins.
     config = ServeConfig(repository=repository, port=0, metrics_port=None, max_wait_ms=2000)
     gateway = Gateway(config)
     await gateway.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
-    stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
-    health = health_pb2_grpc.HealthStub(channel)
-    request = pb.RecommendRequest(history=[pb.Event(item_id="3")], k=5)
-    calls = [asyncio.ensure_future(stub.Recommend(request, timeout=30)) for _ in range(8)]
-    batcher = next(iter(gateway.engine._batchers.values()))
-    deadline = time.monotonic() + 10
-    while batcher.depth < 7:  # one request is the batch's first, seven wait behind it
-        assert time.monotonic() < deadline, "requests never reached the queue"
-        await asyncio.sleep(0.01)
-    stopping = asyncio.ensure_future(gateway.stop())
-    await asyncio.sleep(0)
-    status = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-    assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
-    responses = await asyncio.gather(*calls)
-    assert all(len(r.items) == 5 for r in responses)
-    await stopping
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await stub.Recommend(request, timeout=5)
-    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-    await channel.close()
+    try:
+        stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        request = pb.RecommendRequest(history=[pb.Event(item_id="3")], k=5)
+        batcher = next(iter(gateway.engine._batchers.values()))
+        already = batcher.received
+        calls = [asyncio.ensure_future(stub.Recommend(request, timeout=30)) for _ in range(8)]
+        deadline = time.monotonic() + 10
+        while batcher.received < already + 8:
+            assert time.monotonic() < deadline, "the requests never reached the batcher"
+            await asyncio.sleep(0.01)
+        assert not any(call.done() for call in calls)  # all eight wait for their batch
+        stopping = asyncio.ensure_future(gateway.stop())
+        await asyncio.sleep(0)
+        status = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        responses = await asyncio.gather(*calls)
+        assert all(len(r.items) == 5 for r in responses)
+        await stopping
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Recommend(request, timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await gateway.stop()
+        await channel.close()
