@@ -47,7 +47,7 @@ class RecommendRequest(_message.Message):
     model_version: int
     explain: bool
     request_id: str
-    def __init__(self, history: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., k: _Optional[int] = ..., exclude_seen: _Optional[bool] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., allowed_item_ids: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., explain: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, history: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., k: _Optional[int] = ..., exclude_seen: bool = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., allowed_item_ids: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., explain: bool = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RecommendedItem(_message.Message):
     __slots__ = ("item_id", "logit", "probability", "rank", "title")
@@ -95,7 +95,7 @@ class RecommendResponse(_message.Message):
     history_truncated_to: int
     timings: Timings
     request_id: str
-    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., popularity_fallback: _Optional[bool] = ..., history_truncated_to: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., popularity_fallback: bool = ..., history_truncated_to: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RecommendBatchRequest(_message.Message):
     __slots__ = ("requests",)

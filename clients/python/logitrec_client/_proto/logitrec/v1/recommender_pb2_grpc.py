@@ -5,7 +5,7 @@ import warnings
 
 from logitrec_client._proto.logitrec.v1 import recommender_pb2 as logitrec_dot_v1_dot_recommender__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class RecommenderServiceStub:
+class RecommenderServiceStub(object):
     """Recommendations from a logit language model: ranked items with their logits.
     """
 
@@ -57,7 +57,7 @@ class RecommenderServiceStub:
                 _registered_method=True)
 
 
-class RecommenderServiceServicer:
+class RecommenderServiceServicer(object):
     """Recommendations from a logit language model: ranked items with their logits.
     """
 
@@ -120,7 +120,7 @@ def add_RecommenderServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class RecommenderService:
+class RecommenderService(object):
     """Recommendations from a logit language model: ranked items with their logits.
     """
 
