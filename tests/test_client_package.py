@@ -20,8 +20,11 @@ PROJECT = tomllib.loads((CLIENT / "pyproject.toml").read_text())["project"]
 def _floors() -> dict[str, str]:
     floors = {}
     for requirement in PROJECT["dependencies"]:
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", requirement.replace(" ", ""))
-        assert match, f"expected NAME>=VERSION, got {requirement!r}"
+        # A ceiling is allowed (protobuf's runtime must share the stubs' major version).
+        match = re.fullmatch(
+            r"([A-Za-z0-9_.-]+)>=([0-9.]+)(,<[0-9.]+)?", requirement.replace(" ", "")
+        )
+        assert match, f"expected NAME>=VERSION[,<CEILING], got {requirement!r}"
         floors[match[1].lower()] = match[2]
     return floors
 

@@ -26,7 +26,7 @@ import sys
 
 required = {"logitrec-client", "grpcio", "protobuf"}
 # pip (and setuptools, which `python -m venv` still seeds before Python 3.12) come with the venv;
-# typing-extensions is grpcio's only requirement (grpcio 1.85: typing-extensions~=4.12).
+# typing-extensions is grpcio's only requirement (typing-extensions~=4.12).
 allowed = required | {"pip", "setuptools", "typing-extensions"}
 installed = {
     re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
