@@ -40,7 +40,7 @@ demo: install
 	fi
 	$(BIN)/logitrec data stats $(WORK)/demo-data
 	$(BIN)/logitrec train --data $(WORK)/demo-data --out $(WORK)/checkpoints/demo --force \
-		--epochs 4 --max-length 50 --hidden-size 32
+		--epochs 10 --max-length 50 --hidden-size 32
 	$(BIN)/logitrec evaluate --data $(WORK)/demo-data --checkpoint $(WORK)/checkpoints/demo --baselines
 	$(BIN)/logitrec export --checkpoint $(WORK)/checkpoints/demo --repository $(WORK)/model_repository \
 		--name demo --version 1 --force
