@@ -17,7 +17,6 @@ import numpy as np
 import polars as pl
 import torch
 
-import logitrec
 from export import parity
 from export.graphs import Encoder, Scorer, TopK, head_table
 from export.index import build_index
@@ -224,10 +223,6 @@ def _replace_file(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text)
     os.replace(temporary, path)
-
-
-def logitrec_version() -> str:
-    return logitrec.__version__
 
 
 def read_manifest(version_dir: Path) -> dict:

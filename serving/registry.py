@@ -120,9 +120,6 @@ class Registry:
     def add(self, model: ModelVersion) -> None:
         self._versions.setdefault(model.name, {})[model.version] = model
 
-    def remove(self, name: str, version: int) -> None:
-        self._versions.get(name, {}).pop(version, None)
-
     def names(self) -> list[str]:
         return sorted(self._versions)
 

@@ -13,8 +13,6 @@ class Backend(Protocol):
     async def load(self, model: ModelVersion) -> None:
         """Make `model` ready to serve (sessions created, or the server has it loaded)."""
 
-    async def unload(self, model: ModelVersion) -> None: ...
-
     async def encode(
         self, model: ModelVersion, items: np.ndarray, context: np.ndarray
     ) -> np.ndarray:

@@ -39,12 +39,6 @@ class EmbeddedBackend:
         )
         self._sessions[(model.name, model.version)] = {"encoder": encoder, "scorer": scorer}
 
-    async def unload(self, model: ModelVersion) -> None:
-        self._sessions.pop((model.name, model.version), None)
-
-    def providers(self, model: ModelVersion) -> list[str]:
-        return self._sessions[(model.name, model.version)]["encoder"].get_providers()
-
     async def encode(self, model, items, context) -> np.ndarray:
         feed = {"items": items}
         if context.shape[1]:

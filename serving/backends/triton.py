@@ -34,9 +34,6 @@ class TritonBackend:
                     "(load it: explicit model control)"
                 )
 
-    async def unload(self, model: ModelVersion) -> None:
-        return None
-
     def _input(self, name: str, array: np.ndarray, dtype: str):
         tensor = self._grpcclient.InferInput(name, list(array.shape), dtype)
         tensor.set_data_from_numpy(array)
