@@ -29,7 +29,8 @@ class ModelConfig:
     item_text: bool | None = None
     # User context columns of the dataset's users table to feed as prefix tokens. "auto": every
     # column with 2 to 100 distinct values (ML-1M: gender, age, occupation; zip codes are left
-    # out), which measured +0.004 to +0.009 test NDCG@10 on ML-1M; () for none.
+    # out); on ML-1M it measured +0.0087 and +0.0006 test NDCG@10 (seeds 42 and 7, GPU sweep);
+    # () for none.
     context_features: tuple[str, ...] | str = "auto"
 
 
