@@ -144,7 +144,13 @@ class Engine:
             for i, q in enumerate(batch)
             if not exact and q.score_items is None and q.allowed is None
         ]
-        candidates = [pipeline.exact_candidates(q, model.num_items) for q in batch]
+        # Exact lists only for rows that need them: for a pruned row that would be a set
+        # difference over the whole catalog, thrown away.
+        pruned = set(pruned_rows)
+        candidates = [
+            None if i in pruned else pipeline.exact_candidates(q, model.num_items)
+            for i, q in enumerate(batch)
+        ]
         if pruned_rows:
             width = max(
                 pipeline.search_width(batch[i], self.config.candidate_count, model.num_items)

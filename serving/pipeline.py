@@ -85,7 +85,8 @@ def prepare_query(
         )
     known = [model.index_of.get(item_id, 0) for item_id in history]
     unknown = list(dict.fromkeys(i for i, index in zip(history, known, strict=True) if not index))
-    items = np.asarray([i for i in known if i], dtype=np.int64)
+    known_items = np.asarray([i for i in known if i], dtype=np.int64)  # oldest first
+    items = known_items
     truncated_to = 0
     if len(items) > model.max_length:
         items, truncated_to = items[-model.max_length :], model.max_length
@@ -95,7 +96,7 @@ def prepare_query(
     )
     exclude = _map_ids(model, exclude_ids, "exclude_item_ids", unique=True)
     if exclude_seen:
-        exclude = np.union1d(exclude, np.asarray([i for i in known if i], dtype=np.int64))
+        exclude = np.union1d(exclude, known_items)
     query = Query(
         items=items,
         context=context_row,

@@ -1,5 +1,6 @@
 """logitrec.v1.RecommenderService over the engine: proto in, proto out, errors mapped once."""
 
+import asyncio
 import logging
 import time
 import uuid
@@ -86,8 +87,6 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
         return self._response(request, model, query, answer, received)
 
     async def _recommend_batch(self, request, context) -> pb.RecommendBatchResponse:
-        import asyncio
-
         received = time.perf_counter()
         if len(request.requests) > MAX_BATCH_REQUESTS:
             raise InvalidRequest(
