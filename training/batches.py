@@ -15,16 +15,28 @@ def left_padded(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: i
     return out
 
 
-def training_windows(dataset: Dataset, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Next-item pairs from every user's training prefix: inputs, targets [U', width], user rows.
+def training_windows(
+    dataset: Dataset, width: int, older: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Next-item pairs from every user's training prefix: inputs, targets [rows, width], user rows.
 
-    The newest `width` transitions of each training prefix (SASRec's window); users with fewer
-    than two training items have nothing to learn from and are left out.
+    The newest `width` transitions of each training prefix (SASRec's window); with `older`, also
+    the transitions before them, cut into further windows of `width` going back in time, so
+    long histories train on all their items (on ML-1M the newest windows alone cover 66% of the
+    training transitions). Users with fewer than two training items have nothing to learn from.
     """
     train_end = dataset.split.train_end
     users = np.flatnonzero(train_end >= 2)
     starts = dataset.offsets[users]
     ends = starts + train_end[users]
+    if older:
+        # Window k of a user ends k * width transitions before the newest; keep those that
+        # still hold at least one transition (an input item and its target).
+        counts = (ends - starts - 2) // width + 1
+        users = np.repeat(users, counts)
+        starts = np.repeat(starts, counts)
+        back = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        ends = np.repeat(ends, counts) - back * width
     inputs = left_padded(dataset.item_indices, starts, ends - 1, width)
     targets = left_padded(dataset.item_indices, starts + 1, ends, width)
     return inputs, targets, users

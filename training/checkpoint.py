@@ -36,13 +36,19 @@ def write_json(path: Path, value) -> None:
     os.replace(temporary, path)
 
 
-def save_weights(model: LogitLM, path: Path) -> None:
-    state = {
-        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
-    }
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """A safetensors file, written beside its name and renamed when complete."""
     temporary = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(temporary))
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temporary))
     os.replace(temporary, path)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def save_weights(model: LogitLM, path: Path) -> None:
+    save_tensors(model.state_dict(), path)
 
 
 def load_weights(model: LogitLM, path: Path) -> None:
@@ -112,12 +118,10 @@ def save_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> None:
     for parameter, values in state["state"].items():
         for key, value in values.items():
             if torch.is_tensor(value):
-                tensors[f"{parameter}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"{parameter}.{key}"] = value
             else:
                 scalars[f"{parameter}.{key}"] = value
-    temporary = directory / ".optimizer.safetensors.tmp"
-    save_file(tensors, str(temporary))
-    os.replace(temporary, directory / "optimizer.safetensors")
+    save_tensors(tensors, directory / "optimizer.safetensors")
     write_json(
         directory / "optimizer.json", {"param_groups": state["param_groups"], "scalars": scalars}
     )

@@ -22,6 +22,9 @@ def train_command(
         None, help="Wall-time budget; cosine decays within it."
     ),
     batch_size: int | None = typer.Option(None, help="Sequences per step (per process)."),
+    windows: str | None = typer.Option(
+        None, help="newest (each user's newest window) or all (long histories whole)."
+    ),
     learning_rate: float | None = typer.Option(None, help="LR of new parameters."),
     encoder_learning_rate: float | None = typer.Option(None, help="LR of pretrained weights."),
     weight_decay: float | None = typer.Option(None, help="AdamW weight decay."),
@@ -33,6 +36,9 @@ def train_command(
     num_heads: int | None = typer.Option(None, help="Attention heads (scratch)."),
     ffn_size: int | None = typer.Option(None, help="Feed-forward width (scratch; default hidden)."),
     dropout: float | None = typer.Option(None, help="Dropout (scratch)."),
+    attention_dropout: float | None = typer.Option(
+        None, help="Dropout on attention weights (scratch; default: --dropout)."
+    ),
     item_text: bool | None = typer.Option(
         None, "--item-text/--no-item-text", help="Title embeddings."
     ),
@@ -41,6 +47,9 @@ def train_command(
     ),
     context_features: str | None = typer.Option(
         None, help="User context columns: auto (default), none, or NAME,NAME."
+    ),
+    ema_decay: float | None = typer.Option(
+        None, help="Keep a moving average of the weights (decay per step; 0: off)."
     ),
     loss: str | None = typer.Option(None, help="ce, bce or sampled-softmax."),
     negatives: int | None = typer.Option(None, help="Negatives for bce / sampled-softmax."),

@@ -22,6 +22,8 @@ class ModelConfig:
     num_heads: int = 2
     ffn_size: int | None = None  # feed-forward width (scratch); None: hidden_size, as in SASRec
     dropout: float = 0.2
+    # Dropout on the attention weights (scratch). None: the same as `dropout`.
+    attention_dropout: float | None = None
     # Use the head's item vectors as the input item embeddings too (SASRec does).
     tie_weights: bool = True
     # Add a projection of each item's title embedding (computed by the pretrained MiniLM) to its
@@ -42,6 +44,9 @@ class TrainConfig:
     epochs: int = 200
     max_minutes: float | None = None  # stop (keeping the best epoch) after this wall time
     batch_size: int = 128
+    # Train on every user's newest window only (SASRec), or on all of a long history, cut into
+    # windows of max_length going back in time.
+    windows: str = "newest"  # newest | all
     # New parameters (item tables, head, scratch backbone). None: 3e-3 for scratch (escapes the
     # popularity plateau within ~5 epochs on ML-1M, where 1e-3 sat on it), 1e-3 beside a
     # pretrained encoder (3e-3 measured worse there).
@@ -51,6 +56,8 @@ class TrainConfig:
     warmup_steps: int = 50
     schedule: str = "cosine"  # cosine | constant (after warm-up)
     grad_clip: float = 1.0
+    # Validate and keep an exponential moving average of the weights (decay per step); 0: off.
+    ema_decay: float = 0.0
     loss: str = "ce"
     negatives: int = 256  # for bce and sampled-softmax
     patience: int = 30  # epochs without a better validation NDCG@10 before stopping
@@ -109,8 +116,14 @@ def validate(config: TrainConfig) -> None:
         )
     if config.loss not in LOSSES:
         raise InputError(f"--loss: expected one of {', '.join(LOSSES)}, got {config.loss!r}")
+    if config.windows not in ("newest", "all"):
+        raise InputError(f"--windows: expected newest or all, got {config.windows!r}")
     if config.schedule not in ("cosine", "constant"):
         raise InputError(f"--schedule: expected cosine or constant, got {config.schedule!r}")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise InputError(
+            f"--ema-decay: expected 0 (off) or a decay in (0, 1), got {config.ema_decay}"
+        )
     for name, value in [
         ("max-length", model.max_length),
         ("epochs", config.epochs),

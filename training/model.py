@@ -28,7 +28,7 @@ def scratch_backbone_config(config: ModelConfig, context_tokens: int) -> dict:
         n_inner=config.ffn_size or config.hidden_size,
         resid_pdrop=config.dropout,
         embd_pdrop=config.dropout,
-        attn_pdrop=config.dropout,
+        attn_pdrop=config.dropout if config.attention_dropout is None else config.attention_dropout,
     ).to_dict()
 
 

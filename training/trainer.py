@@ -25,6 +25,7 @@ from logitrec.atomic import atomic_directory
 from logitrec.errors import InputError
 from training import checkpoint as ckpt
 from training import losses
+from training.averaging import WeightAverage
 from training.batches import evaluation_rows, length_bucketed_batches, training_windows
 from training.config import TrainConfig, as_dict, new_parameter_learning_rate
 from training.data.dataset import Dataset
@@ -230,15 +231,16 @@ def train(
         "history": [],
     }
     optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay)
-    if resume_from is not None:
-        state = _load_resume(model, optimizer, config, Path(resume_from))
     model.to(device)
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+    if resume_from is not None:
+        state = _load_resume(model, optimizer, average, config, Path(resume_from))
     objective = Objective(model, config)
     if distributed.world_size > 1:
         objective = torch.nn.parallel.DistributedDataParallel(objective)
 
     width = config.model.max_length
-    inputs, targets, train_users = training_windows(dataset, width)
+    inputs, targets, train_users = training_windows(dataset, width, older=config.windows == "all")
     context = context_indices(dataset.users, checkpoint_config["context_vocabulary"])
     windows = {
         "inputs": inputs,
@@ -302,6 +304,7 @@ def train(
                 state,
                 started,
                 total_steps=total_steps,
+                average=average,
                 device=device,
                 show=show_progress and distributed.is_main,
                 label=f"epoch {epoch}",
@@ -322,16 +325,19 @@ def train(
             }
             if epoch % config.eval_every == 0 or epoch == config.epochs:
                 model.eval()
-                with torch.no_grad():
-                    valid = evaluate_scores(score, valid_rows, device=device, subset=valid_subset)
-                record["valid"] = valid
-                if valid["ndcg@10"] > state["best_ndcg"]:
-                    state["best_ndcg"], state["best_epoch"] = valid["ndcg@10"], epoch
-                    epochs_without_gain = 0
-                    if distributed.is_main:
-                        ckpt.save_weights(model, staging / "model.safetensors")
-                else:
-                    epochs_without_gain += config.eval_every
+                with average.swapped_in() if average else contextlib.nullcontext():
+                    with torch.no_grad():
+                        valid = evaluate_scores(
+                            score, valid_rows, device=device, subset=valid_subset
+                        )
+                    record["valid"] = valid
+                    if valid["ndcg@10"] > state["best_ndcg"]:
+                        state["best_ndcg"], state["best_epoch"] = valid["ndcg@10"], epoch
+                        epochs_without_gain = 0
+                        if distributed.is_main:
+                            ckpt.save_weights(model, staging / "model.safetensors")
+                    else:
+                        epochs_without_gain += config.eval_every
             state["history"].append(record)
             if distributed.is_main:
                 _log_epoch(record, state, show_progress)
@@ -349,7 +355,17 @@ def train(
                     f"{failure or 'training ended'} before any epoch finished; nothing was written"
                 )
             metrics = _finish(
-                model, optimizer, state, config, dataset, staging, score, stopped, failure, device
+                model,
+                optimizer,
+                average,
+                state,
+                config,
+                dataset,
+                staging,
+                score,
+                stopped,
+                failure,
+                device,
             )
     if distributed.world_size > 1:
         dist.barrier()
@@ -361,13 +377,21 @@ def train(
     return metrics if distributed.is_main else {}
 
 
-def _load_resume(model, optimizer, config: TrainConfig, checkpoint: Path) -> dict:
+def _load_resume(
+    model, optimizer, average: WeightAverage | None, config: TrainConfig, checkpoint: Path
+) -> dict:
     """Last-epoch weights, optimizer moments and trainer state from `checkpoint/resume/`."""
     resume_dir = checkpoint / "resume"
     if not (resume_dir / "trainer_state.json").is_file():
         raise InputError(f"{checkpoint}: no resume state (resume/trainer_state.json)")
     ckpt.load_weights(model, resume_dir / "model.safetensors")
     ckpt.load_optimizer(optimizer, resume_dir)
+    if average is not None:
+        # A run that had no average starts one from the resumed weights.
+        average.average = [p.detach().clone() for p in average.parameters]
+        saved = resume_dir / "weight_average.safetensors"
+        if saved.is_file():
+            average.load_state(ckpt.load_tensors(saved))
     # The optimizer's moments carry over; learning rates come from this run's settings.
     for group, fresh in zip(optimizer.param_groups, parameter_groups(model, config), strict=True):
         group["base_lr"] = fresh["base_lr"]
@@ -384,6 +408,7 @@ def _train_one_epoch(
     started,
     *,
     total_steps,
+    average,
     device,
     show,
     label,
@@ -417,6 +442,8 @@ def _train_one_epoch(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(objective.parameters(), config.grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update()
         state["step"] += 1
         total_loss += loss.item() * len(rows)
         total_rows += len(rows)
@@ -441,7 +468,7 @@ def _log_epoch(record: dict, state: dict, show: bool) -> None:
 
 
 def _finish(
-    model, optimizer, state, config, dataset, staging, score, stopped, failure, device
+    model, optimizer, average, state, config, dataset, staging, score, stopped, failure, device
 ) -> dict:
     """Resume state from the last epoch, then the best weights' full metrics and the curve.
 
@@ -452,6 +479,8 @@ def _finish(
         resume.mkdir(exist_ok=True)
         ckpt.save_weights(model, resume / "model.safetensors")
         ckpt.save_optimizer(optimizer, resume)
+        if average is not None:
+            ckpt.save_tensors(average.state(), resume / "weight_average.safetensors")
         ckpt.write_json(resume / "trainer_state.json", state)
 
     ckpt.load_weights(model, staging / "model.safetensors")
