@@ -1,12 +1,14 @@
 """Pure cores of training: metrics on a hand-computed example, batching, the model's contracts."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from training.batches import left_padded, length_bucketed_batches
+from training.averaging import WeightAverage
+from training.batches import left_padded, length_bucketed_batches, training_windows
 from training.config import ModelConfig, TrainConfig, load_config
 from training.evaluate import evaluate_scores
 from training.metrics import ranking_metrics, target_ranks
@@ -67,6 +69,62 @@ def test_bucketed_batches_cover_every_row_once_with_similar_lengths():
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
     spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
     assert spread < 60  # random batches of 32 would span ~190
+
+
+def two_user_log(lengths=(12, 3)) -> SimpleNamespace:
+    """The parts of a Dataset that training_windows reads: leave-one-out over items 1.."""
+    lengths = np.array(lengths)
+    return SimpleNamespace(
+        item_indices=np.arange(1, lengths.sum() + 1),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]),
+        split=SimpleNamespace(train_end=lengths - 2),
+    )
+
+
+def test_all_windows_train_on_every_transition_of_a_long_history_once():
+    log = two_user_log()
+    newest, newest_targets, newest_users = training_windows(log, width=4)
+    inputs, targets, users = training_windows(log, width=4, older=True)
+    # User 1 has one training item: nothing to predict. User 0's 10 training items hold 9
+    # transitions: windows of 4, 4 and 1 going back in time, the newest one first.
+    assert newest_users.tolist() == [0] and users.tolist() == [0, 0, 0]
+    assert (inputs[0] == newest[0]).all() and (targets[0] == newest_targets[0]).all()
+    pairs = [
+        (i, t) for row in range(3) for i, t in zip(inputs[row], targets[row], strict=True) if t
+    ]
+    assert sorted(pairs) == [(item, item + 1) for item in range(1, 10)]
+
+
+def test_weight_average_follows_the_weights_and_swaps_in_and_out():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    average = WeightAverage(model, decay=0.9)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    for _ in range(200):
+        average.update()
+    own = model.weight.detach().clone()
+    with average.swapped_in():
+        # Long after the change the average has caught up with the new weights.
+        assert torch.allclose(model.weight, own, atol=1e-6)
+    with torch.no_grad():
+        model.weight.copy_(start)
+    average.update()  # one step at decay 0.9 moves 10% of the way back
+    with average.swapped_in():
+        assert torch.allclose(model.weight, own - 0.1, atol=1e-5)
+    assert torch.equal(model.weight, start)  # the model's own weights came back
+    restored = WeightAverage(model, decay=0.9)
+    restored.load_state(average.state())
+    assert restored.updates == 201
+    assert all(torch.equal(a, b) for a, b in zip(restored.average, average.average, strict=True))
+
+
+def test_attention_dropout_defaults_to_dropout_and_can_be_set_apart():
+    shared = scratch_backbone_config(ModelConfig(dropout=0.2), 0)
+    apart = scratch_backbone_config(ModelConfig(dropout=0.2, attention_dropout=0.0), 0)
+    assert shared["attn_pdrop"] == 0.2 and shared["resid_pdrop"] == 0.2
+    assert apart["attn_pdrop"] == 0.0 and apart["resid_pdrop"] == 0.2
 
 
 def small_model(context=()) -> LogitLM:

@@ -36,6 +36,10 @@ def summarise(runs: Path) -> dict:
             entry["best_valid_ndcg@10"] = max(
                 (c["valid_ndcg@10"] or 0 for c in entry["curve"]), default=None
             )
+        cut_short = folder / "cut_short_test.json" if folder is not None else None
+        if not entry["finished"] and cut_short is not None and cut_short.is_file():
+            # Written by call4.sh: the test metrics of the best epoch the run reached in time.
+            entry["test_of_best_so_far"] = json.loads(cut_short.read_text())
         if entry["finished"]:
             metrics = json.loads((done / "metrics.json").read_text())
             config = json.loads((done / "config.json").read_text())
@@ -58,7 +62,7 @@ if __name__ == "__main__":
     result = summarise(Path(sys.argv[1]))
     Path(sys.argv[2]).write_text(json.dumps(result, indent=1))
     for name, entry in result.items():
-        test = entry.get("test", {}).get("ndcg@10")
+        test = entry.get("test", entry.get("test_of_best_so_far", {})).get("ndcg@10")
         print(
             f"{name:24s} finished={entry['finished']!s:5s} epochs={len(entry.get('curve', []))} "
             f"best_valid={entry.get('best_valid_ndcg@10')} test_ndcg@10={test}"
