@@ -29,7 +29,8 @@ install: $(VENV)/.installed $(TRITON_VENV)/.installed
 # The main job on the embedded default (no Triton needed): data -> dataset -> trained model ->
 # full-ranking evaluation -> ONNX export (parity-checked) -> gateway -> recommendations through
 # the Python client. On ML-1M when ../shared/data/ml-1m is present, else on a synthetic log.
-# A few minutes on 2 CPU cores; the model is small and briefly trained (quality runs: benchmarks/).
+# A few minutes on 2 CPU cores; the model is small and briefly trained on the newest window per
+# user (a third of the positions of the default --windows all; quality runs: benchmarks/).
 demo: install
 	@if [ -f $(ML1M)/ml-1m.txt ]; then \
 		$(BIN)/logitrec data prepare $(ML1M) --out $(WORK)/demo-data --force; \
@@ -40,7 +41,7 @@ demo: install
 	fi
 	$(BIN)/logitrec data stats $(WORK)/demo-data
 	$(BIN)/logitrec train --data $(WORK)/demo-data --out $(WORK)/checkpoints/demo --force \
-		--epochs 10 --max-length 50 --hidden-size 32
+		--epochs 10 --max-length 50 --hidden-size 32 --windows newest
 	$(BIN)/logitrec evaluate --data $(WORK)/demo-data --checkpoint $(WORK)/checkpoints/demo --baselines
 	$(BIN)/logitrec export --checkpoint $(WORK)/checkpoints/demo --repository $(WORK)/model_repository \
 		--name demo --version 1 --force

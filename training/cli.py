@@ -23,7 +23,7 @@ def train_command(
     ),
     batch_size: int | None = typer.Option(None, help="Sequences per step (per process)."),
     windows: str | None = typer.Option(
-        None, help="newest (each user's newest window) or all (long histories whole)."
+        None, help="all (default: whole histories, in windows) or newest (the newest window)."
     ),
     learning_rate: float | None = typer.Option(None, help="LR of new parameters."),
     encoder_learning_rate: float | None = typer.Option(None, help="LR of pretrained weights."),
