@@ -5,7 +5,9 @@
 
 Each checkpoint is exported (python-backend configs, into benchmarks/scratch/export-repo), the
 export's parity result is recorded, then both runtimes encode the same histories: median and
-p90 over repeated calls after warm-up, on this machine's threads. Writes
+p90 over repeated calls after warm-up, on this machine's threads. For a GPT-2 (scratch) model
+the encoder as it was before the newest-state graph (the backbone's full forward, every
+position through every layer) is exported beside it and timed in the same run. Writes
 benchmarks/results/export.{json,md,png}.
 """
 
@@ -57,10 +59,18 @@ def measure(name: str, checkpoint: Path, repository: Path, repeats: int) -> dict
     import onnxruntime
 
     from export.graphs import Encoder
+    from export.onnx_graphs import export_encoder
     from training.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
     encoder = Encoder(model).eval()
+    full_forward = None
+    if encoder.newest_only:
+        reference = Encoder(model).eval()
+        reference.newest_only = False
+        path = repository / f"{name}_full_forward_encoder.onnx"
+        export_encoder(reference, path)
+        full_forward = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     version = repository / f"{name}_scorer" / "1"
     histories = np.load(version / "parity_histories.npy")
     context = np.load(version / "parity_context.npy")
@@ -85,6 +95,13 @@ def measure(name: str, checkpoint: Path, repository: Path, repeats: int) -> dict
 
         torch_ms, torch_p90 = timed(run_torch, repeats)
         onnx_ms, onnx_p90 = timed(run_onnx, repeats)
+        before = {}
+        if full_forward is not None:
+            full_ms, _ = timed(lambda feed=feed: full_forward.run(None, feed), repeats)
+            before = {
+                "onnxruntime_full_forward_ms": round(full_ms, 2),
+                "newest_state_speedup": round(full_ms / onnx_ms, 2),
+            }
         rows.append(
             {
                 "batch": batch,
@@ -94,6 +111,7 @@ def measure(name: str, checkpoint: Path, repository: Path, repeats: int) -> dict
                 "onnxruntime_ms": round(onnx_ms, 2),
                 "onnxruntime_p90_ms": round(onnx_p90, 2),
                 "speedup": round(torch_ms / onnx_ms, 2),
+                **before,
             }
         )
         print(name, rows[-1], flush=True)
@@ -191,6 +209,21 @@ def write_report(results: dict) -> None:
                 f"{row['onnxruntime_ms']} ({row['onnxruntime_p90_ms']}) | {row['speedup']}x |"
             )
         lines.append("")
+        rows = [r for r in entry["latency"]["rows"] if "onnxruntime_full_forward_ms" in r]
+        if rows:
+            lines += [
+                "Newest-state encoder (what is exported) vs the backbone's full forward (the",
+                "encoder before it), both in ONNX Runtime, same run:",
+                "",
+                "| batch | full forward ms | newest state ms | speed-up |",
+                "| --- | --- | --- | --- |",
+                *(
+                    f"| {r['batch']} | {r['onnxruntime_full_forward_ms']} | "
+                    f"{r['onnxruntime_ms']} | {r['newest_state_speedup']}x |"
+                    for r in rows
+                ),
+                "",
+            ]
     if results.get("triton"):
         lines += [
             "## In the real Triton server",

@@ -10,6 +10,7 @@ import torch
 from conftest import run_cli
 
 from export import exporter, parity
+from export.graphs import Encoder
 from export.index import build_index, item_points, query_points, search
 from export.triton_config import config_text, model_tensors
 from training.checkpoint import load_checkpoint
@@ -83,6 +84,20 @@ def test_onnx_encoder_and_scorer_match_pytorch_on_fresh_histories(exported, tiny
         expected = model(torch.as_tensor(histories), torch.as_tensor(context)).numpy()
     np.testing.assert_allclose(logits[:, [0, 1, 3]], expected[:, [2, 6, 59]], atol=1e-4)
     assert np.isneginf(logits[:, 2]).all(), "candidate 0 is padding and must never win"
+
+
+def test_scratch_encoder_computes_only_the_newest_state_and_matches_the_full_forward(
+    tiny_checkpoints,
+):
+    model, config = load_checkpoint(tiny_checkpoints[0])
+    encoder = Encoder(model).eval()
+    assert encoder.newest_only, "a scratch (GPT-2) model should take the newest-state path"
+    histories = torch.tensor([[0, 0, 0, 4, 9, 2], [5, 1, 8, 3, 3, 7], [0, 0, 0, 0, 0, 11]])
+    context = torch.ones(3, len(config["context_vocabulary"]), dtype=torch.long)
+    with torch.no_grad():
+        fast = encoder(histories, context)
+        full = model.user_vectors(histories, context)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
 
 
 def test_catalog_lists_every_item_with_popularity(exported):

@@ -121,11 +121,22 @@ class LogitLM(nn.Module):
     def encode(
         self, inputs: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Item input vectors [B, L, d] and their padding mask [B, L] -> hidden states [B, L, d].
+        """Item input vectors [B, L] and their padding mask [B, L] -> hidden states [B, L, d].
 
         Split from `hidden_states` so an exported encoder can look its inputs up in a folded
         table instead of recomputing the title projection.
         """
+        inputs, mask, positions = self.backbone_inputs(inputs, mask, context)
+        output = self.backbone(
+            inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions
+        ).last_hidden_state
+        return output[:, self.context_tokens :]
+
+    def backbone_inputs(
+        self, inputs: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the backbone reads: the context prefix prepended to the item vectors, with the
+        attention mask and position ids to match ([B, F + L, d], [B, F + L], [B, F + L])."""
         batch, length = mask.shape
         positions = torch.arange(length - 1, -1, -1, device=mask.device).clamp(
             max=self.config.max_length - 1
@@ -141,10 +152,7 @@ class LogitLM(nn.Module):
                 self.context_tokens, device=mask.device
             )
             positions = torch.cat([prefix_positions.unsqueeze(0).expand(batch, -1), positions], 1)
-        output = self.backbone(
-            inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions
-        ).last_hidden_state
-        return output[:, self.context_tokens :]
+        return inputs, mask, positions
 
     def user_vectors(
         self, items: torch.Tensor, context: torch.Tensor | None = None
