@@ -52,7 +52,8 @@ def gpt2_newest_state(
 
     Serving reads one state per history, so the last block needs one query: it computes keys and
     values for every position but attention, projection and feed-forward for the newest only
-    (a 2-layer model does ~40% less work). Masked scores are set to the dtype's minimum rather
+    (the 2-layer ML-1M model: 1.9x to 2.9x faster in ONNX Runtime at batch 1 to 32 than the
+    full forward, results/export.md). Masked scores are set to the dtype's minimum rather
     than -inf so that left-padding rows, which have nothing to attend to, stay finite: they
     are keys later, and a NaN there would poison real rows even at zero weight.
     """
