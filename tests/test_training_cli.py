@@ -217,6 +217,26 @@ def test_sampled_losses_and_user_context_train(synthetic_dataset, tmp_path):
     assert result.returncode == 2 and "shoe_size" in result.stderr and "age" in result.stderr
 
 
+def test_validation_subset_is_what_training_and_evaluate_report(synthetic_dataset, tmp_path):
+    out = tmp_path / "subset"
+    run_cli(
+        "train", "--data", synthetic_dataset, "--out", out, "--epochs", 2, "--valid-users", 120,
+        "--train-valid-items", *FAST,
+    )  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads((out / "config.json").read_text())["train"]["train_valid_items"] is True
+    # The other 380 users trained on their validation item, so validation counts only the 120.
+    assert metrics["valid"]["users"] == 120 and metrics["test"]["users"] == 500
+    assert metrics["baselines"]["most_popular"]["valid"]["users"] == 120
+    evaluated = json.loads(
+        run_cli(
+            "evaluate", "--data", synthetic_dataset, "--checkpoint", out, "--split", "valid"
+        ).stdout
+    )
+    assert evaluated["users"] == 120
+    assert evaluated["ndcg@10"] == pytest.approx(metrics["valid"]["ndcg@10"], abs=1e-6)
+
+
 def test_minilm_backbone_trains_end_to_end(synthetic_dataset, tmp_path):
     out = tmp_path / "minilm"
     run_cli(

@@ -8,12 +8,18 @@ import pytest
 import torch
 
 from training.averaging import WeightAverage
-from training.batches import left_padded, length_bucketed_batches, training_windows
+from training.batches import (
+    left_padded,
+    length_bucketed_batches,
+    training_windows,
+    validation_subset,
+    with_validation_items,
+)
 from training.config import ModelConfig, TrainConfig, load_config
 from training.evaluate import evaluate_scores
 from training.metrics import ranking_metrics, target_ranks
 from training.model import LogitLM, build_backbone, scratch_backbone_config
-from training.trainer import learning_rate_factor
+from training.trainer import learning_rate_factor, training_ends
 
 
 def test_metrics_match_a_hand_computed_example():
@@ -77,7 +83,7 @@ def two_user_log(lengths=(12, 3)) -> SimpleNamespace:
     return SimpleNamespace(
         item_indices=np.arange(1, lengths.sum() + 1),
         offsets=np.concatenate([[0], np.cumsum(lengths)]),
-        split=SimpleNamespace(train_end=lengths - 2),
+        split=SimpleNamespace(train_end=lengths - 2, valid_position=lengths - 2),
     )
 
 
@@ -93,6 +99,40 @@ def test_all_windows_train_on_every_transition_of_a_long_history_once():
         (i, t) for row in range(3) for i, t in zip(inputs[row], targets[row], strict=True) if t
     ]
     assert sorted(pairs) == [(item, item + 1) for item in range(1, 10)]
+
+
+def test_users_outside_the_validation_subset_train_on_their_validation_item_only():
+    log = two_user_log(lengths=(12, 3, 6))  # items 1-12, 13-15, 16-21; the last of each is test
+    first_item = log.offsets[:-1] + 1
+    valid_items = first_item + log.split.valid_position
+    test_items = first_item + log.split.valid_position + 1
+    # User 0 is validated on; users 1 and 2 are not, so their validation item trains.
+    train_end = with_validation_items(log.split, np.array([1, 2]))
+    assert train_end.tolist() == [10, 2, 5] and log.split.train_end.tolist() == [10, 1, 4]
+    _, targets, users = training_windows(log, width=4, older=True, train_end=train_end)
+    trained = set(targets[targets != 0].tolist())
+    assert set(valid_items[1:].tolist()) <= trained  # 15 and 20
+    assert valid_items[0] not in trained  # the validated user's target stays unseen
+    assert not trained & set(test_items.tolist())  # no test target ever trains
+    assert 1 in users.tolist()  # a 3-item history now has a transition to learn
+
+
+def test_only_users_outside_the_validation_subset_and_only_when_asked_train_on_it():
+    log = two_user_log(lengths=(12, 3, 6))
+    rows = {"users": np.array([0, 1, 2])}
+    validated = np.array([1])  # row 1 of the validation split: user 1
+    asked = TrainConfig(valid_users=1, train_valid_items=True)
+    assert training_ends(log, asked, rows, validated).tolist() == [11, 1, 5]
+    assert training_ends(log, TrainConfig(valid_users=1), rows, validated).tolist() == [10, 1, 4]
+    assert training_ends(log, asked, rows, None).tolist() == [10, 1, 4]  # everyone validates
+
+
+def test_validation_subset_is_fixed_by_the_seed_and_all_users_when_not_smaller():
+    first, again = validation_subset(100, 10, seed=3), validation_subset(100, 10, seed=3)
+    assert first.tolist() == again.tolist() == sorted(set(first.tolist()))
+    assert len(first) == 10 and first.max() < 100
+    assert validation_subset(100, 100, seed=3) is None
+    assert validation_subset(100, None, seed=3) is None and validation_subset(100, 0, 3) is None
 
 
 def test_weight_average_follows_the_weights_and_swaps_in_and_out():

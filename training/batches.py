@@ -3,6 +3,7 @@
 import numpy as np
 
 from training.data.dataset import Dataset
+from training.data.split import SplitPositions
 
 
 def left_padded(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
@@ -16,7 +17,7 @@ def left_padded(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: i
 
 
 def training_windows(
-    dataset: Dataset, width: int, older: bool = False
+    dataset: Dataset, width: int, older: bool = False, train_end: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Next-item pairs from every user's training prefix: inputs, targets [rows, width], user rows.
 
@@ -24,8 +25,9 @@ def training_windows(
     the transitions before them, cut into further windows of `width` going back in time, so
     long histories train on all their items (on ML-1M the newest windows alone cover 66% of the
     training transitions). Users with fewer than two training items have nothing to learn from.
+    `train_end` overrides the split's training prefix lengths (see `with_validation_items`).
     """
-    train_end = dataset.split.train_end
+    train_end = dataset.split.train_end if train_end is None else train_end
     users = np.flatnonzero(train_end >= 2)
     starts = dataset.offsets[users]
     ends = starts + train_end[users]
@@ -40,6 +42,33 @@ def training_windows(
     inputs = left_padded(dataset.item_indices, starts, ends - 1, width)
     targets = left_padded(dataset.item_indices, starts + 1, ends, width)
     return inputs, targets, users
+
+
+def validation_subset(num_targets: int, count: int | None, seed: int) -> np.ndarray | None:
+    """Rows of the validation split to validate on: a fixed random `count` of them; None: all."""
+    if not count or count >= num_targets:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(num_targets, count, replace=False))
+
+
+def validated_users(checkpoint_config: dict, num_targets: int) -> np.ndarray | None:
+    """The validation subset a checkpoint was trained with (rows of the validation split).
+
+    Checkpoints from before `train_valid_items` validated and trained the same way.
+    """
+    train = checkpoint_config.get("train", {})
+    return validation_subset(num_targets, train.get("valid_users"), train.get("seed", 42))
+
+
+def with_validation_items(split: SplitPositions, users: np.ndarray) -> np.ndarray:
+    """Training prefix lengths where `users` also train on their validation target.
+
+    For users outside the validation subset that item is just their newest known transition:
+    withholding it from training only throws away the data closest in time to the test target.
+    """
+    train_end = split.train_end.copy()
+    train_end[users] = split.valid_position[users] + 1
+    return train_end
 
 
 def evaluation_rows(dataset: Dataset, split: str, width: int) -> dict[str, np.ndarray]:

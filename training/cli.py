@@ -56,7 +56,14 @@ def train_command(
     patience: int | None = typer.Option(
         None, help="Epochs without validation gain before stopping."
     ),
-    valid_users: int | None = typer.Option(None, help="Validate on this many users per epoch."),
+    valid_users: int | None = typer.Option(
+        None, help="Validate on a fixed random subset of this many users (default: all)."
+    ),
+    train_valid_items: bool | None = typer.Option(
+        None,
+        "--train-valid-items/--no-train-valid-items",
+        help="Users outside the validation subset train on their validation item (default off).",
+    ),
     seed: int | None = typer.Option(None, help="Random seed."),
     device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     threads: int | None = typer.Option(None, help="CPU threads."),
@@ -103,7 +110,7 @@ def evaluate_command(
     """Full-ranking HR/NDCG/MRR at 10 and 20 on a split, seen items excluded."""
     import torch
 
-    from training.batches import evaluation_rows
+    from training.batches import evaluation_rows, validated_users
     from training.checkpoint import check_catalog, load_checkpoint
     from training.data.dataset import load_dataset
     from training.evaluate import evaluate_popularity, evaluate_scores
@@ -122,11 +129,16 @@ def evaluate_command(
         return model(histories, torch.as_tensor(context[users], device=target_device))
 
     rows = evaluation_rows(dataset, split, config["model"]["max_length"])
+    # The validation split counts only the users validated on during training: the others may
+    # have trained on their validation item (see --train-valid-items).
+    subset = validated_users(config, len(rows["targets"])) if split == "valid" else None
     with torch.no_grad():
-        metrics = evaluate_scores(score, rows, batch_size=batch_size, device=target_device)
+        metrics = evaluate_scores(
+            score, rows, batch_size=batch_size, device=target_device, subset=subset
+        )
     result = {"split": split, "checkpoint": str(checkpoint), **metrics}
     if baselines:
-        result["most_popular"] = evaluate_popularity(dataset, rows)
+        result["most_popular"] = evaluate_popularity(dataset, rows, subset)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

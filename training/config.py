@@ -64,7 +64,14 @@ class TrainConfig:
     negatives: int = 256  # for bce and sampled-softmax
     patience: int = 30  # epochs without a better validation NDCG@10 before stopping
     eval_every: int = 1
-    valid_users: int | None = None  # evaluate on a fixed random subset per epoch (None: all)
+    # Validate on a fixed random subset of this many users (None: all of them), and with
+    # `train_valid_items` let every other user train on their validation item (the transition
+    # just before the test target; HSTU's protocol trains on it for every user, SASRec's for
+    # none). The test split is untouched either way. Off by default: on ML-1M (1000 users
+    # validated, 5040 items more to train on) the 60-minute run measured test NDCG@10 0.1795,
+    # within seed noise of 0.1807 / 0.1799 without it.
+    valid_users: int | None = None
+    train_valid_items: bool = False
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # CPU threads (None: all cores)

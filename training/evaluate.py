@@ -57,7 +57,11 @@ def popularity_scores(dataset: Dataset) -> torch.Tensor:
     return torch.as_tensor(counts, dtype=torch.float32)
 
 
-def evaluate_popularity(dataset: Dataset, rows: dict[str, np.ndarray]) -> dict[str, float]:
+def evaluate_popularity(
+    dataset: Dataset, rows: dict[str, np.ndarray], subset: np.ndarray | None = None
+) -> dict[str, float]:
     """The most-popular baseline on the same evaluation rows as the model."""
     counts = popularity_scores(dataset)
-    return evaluate_scores(lambda histories, users: counts.expand(len(users), -1).clone(), rows)
+    return evaluate_scores(
+        lambda histories, users: counts.expand(len(users), -1).clone(), rows, subset=subset
+    )

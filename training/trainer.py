@@ -26,7 +26,13 @@ from logitrec.errors import InputError
 from training import checkpoint as ckpt
 from training import losses
 from training.averaging import WeightAverage
-from training.batches import evaluation_rows, length_bucketed_batches, training_windows
+from training.batches import (
+    evaluation_rows,
+    length_bucketed_batches,
+    training_windows,
+    validation_subset,
+    with_validation_items,
+)
 from training.config import TrainConfig, as_dict, new_parameter_learning_rate
 from training.data.dataset import Dataset
 from training.evaluate import evaluate_popularity, evaluate_scores
@@ -203,6 +209,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def training_ends(
+    dataset: Dataset, config: TrainConfig, valid_rows: dict, valid_subset: np.ndarray | None
+) -> np.ndarray:
+    """The split's training prefixes, plus the validation item of users not validated on."""
+    if not config.train_valid_items or valid_subset is None:
+        return dataset.split.train_end
+    trained = np.setdiff1d(valid_rows["users"], valid_rows["users"][valid_subset])
+    return with_validation_items(dataset.split, trained)
+
+
 def train(
     config: TrainConfig,
     dataset: Dataset,
@@ -240,7 +256,14 @@ def train(
         objective = torch.nn.parallel.DistributedDataParallel(objective)
 
     width = config.model.max_length
-    inputs, targets, train_users = training_windows(dataset, width, older=config.windows == "all")
+    valid_rows = evaluation_rows(dataset, "valid", width)
+    valid_subset = validation_subset(len(valid_rows["targets"]), config.valid_users, config.seed)
+    inputs, targets, train_users = training_windows(
+        dataset,
+        width,
+        older=config.windows == "all",
+        train_end=training_ends(dataset, config, valid_rows, valid_subset),
+    )
     context = context_indices(dataset.users, checkpoint_config["context_vocabulary"])
     windows = {
         "inputs": inputs,
@@ -248,14 +271,6 @@ def train(
         "context": context[train_users],
         "num_items": dataset.num_items,
     }
-    valid_rows = evaluation_rows(dataset, "valid", width)
-    valid_subset = None
-    if config.valid_users and config.valid_users < len(valid_rows["targets"]):
-        valid_subset = np.sort(
-            np.random.default_rng(config.seed).choice(
-                len(valid_rows["targets"]), config.valid_users, replace=False
-            )
-        )
     window_lengths = (targets != 0).sum(axis=1)
     batches_per_epoch = len(
         length_bucketed_batches(window_lengths, config.batch_size, np.random.default_rng(0))
@@ -366,6 +381,7 @@ def train(
                 stopped,
                 failure,
                 device,
+                valid_subset,
             )
     if distributed.world_size > 1:
         dist.barrier()
@@ -468,7 +484,18 @@ def _log_epoch(record: dict, state: dict, show: bool) -> None:
 
 
 def _finish(
-    model, optimizer, average, state, config, dataset, staging, score, stopped, failure, device
+    model,
+    optimizer,
+    average,
+    state,
+    config,
+    dataset,
+    staging,
+    score,
+    stopped,
+    failure,
+    device,
+    valid_subset,
 ) -> dict:
     """Resume state from the last epoch, then the best weights' full metrics and the curve.
 
@@ -486,8 +513,12 @@ def _finish(
     ckpt.load_weights(model, staging / "model.safetensors")
     model.eval()
     rows = {s: evaluation_rows(dataset, s, config.model.max_length) for s in ("valid", "test")}
+    # Validation numbers only from the users validated on: the others may have trained on it.
+    subsets = {"valid": valid_subset, "test": None}
     with torch.no_grad():
-        results = {s: evaluate_scores(score, rows[s], device=device) for s in rows}
+        results = {
+            s: evaluate_scores(score, rows[s], device=device, subset=subsets[s]) for s in rows
+        }
     metrics = {
         **results,
         "best_epoch": state["best_epoch"],
@@ -497,7 +528,9 @@ def _finish(
         "wall_seconds": round(state["elapsed"], 1),
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "baselines": {"most_popular": {s: evaluate_popularity(dataset, rows[s]) for s in rows}},
+        "baselines": {
+            "most_popular": {s: evaluate_popularity(dataset, rows[s], subsets[s]) for s in rows}
+        },
     }
     ckpt.write_json(staging / "metrics.json", metrics)
     _plot_curve(state["history"], staging / "training_curve.png")
