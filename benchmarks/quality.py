@@ -54,6 +54,14 @@ NOTES = [
     "  best validation 0.1882 at epoch 63, test 0.1799. Two seeds: mean 0.1803, one run at",
     "  the 0.18 target and one 0.0001 below it, so the target is met on average, not by",
     "  every run.",
+    "- Two one-run variants of that recipe, neither better on test: scratch-validitems-60min",
+    "  validates on 1,000 users and trains the other 5,040 on their validation item",
+    "  (`--valid-users 1000 --train-valid-items`, HSTU's protocol; 99 epochs of ~35 s): test",
+    "  0.1795. scratch-h128-60min is 2 x 128 at lr 2e-3 (h128 beat h64 by 0.007 at equal",
+    "  dropout in GPU round 1): 58 epochs of ~62 s, best validation 0.1890 at epoch 45, the",
+    "  highest of any run, yet test 0.1794. Four runs of this recipe family land at test",
+    "  0.1794-0.1807: at the 0.18 target, not clear of it; validation gains of this size did",
+    "  not carry over to the test split.",
     "- scratch-default-60min is the same command before whole-history windows (the newest",
     "  window per user only, the default then): 120 epochs, best validation NDCG@10 0.1807 at",
     "  epoch 101, test 0.1746. scratch-60min is an older recipe (no user context, lr 1e-3).",
@@ -155,12 +163,14 @@ def report(results: dict) -> None:
     scratch = [r for r in results["runs"].values() if r["backbone"] == "scratch"]
     if scratch:
         best = max(scratch, key=lambda r: r["test"]["ndcg@10"])
+        reached = [r for r in scratch if r["test"]["ndcg@10"] >= TARGET_NDCG]
         verdict = "met" if best["test"]["ndcg@10"] >= TARGET_NDCG else "NOT met"
         lines += [
             "",
             f"Target: a scratch recipe reaching test NDCG@10 >= {TARGET_NDCG} in about an hour on "
             f"this 2-core machine. Best measured: {best['test']['ndcg@10']:.4f} ({best['name']}, "
-            f"{best['train_wall_seconds'] / 60:.0f} min of training): **{verdict}**.",
+            f"{best['train_wall_seconds'] / 60:.0f} min of training): **{verdict}** by that run; "
+            f"scratch runs at or above it: {len(reached)} of {len(scratch)}.",
         ]
     lines += ["", "## Notes", "", *NOTES]
     lines += [
@@ -208,12 +218,15 @@ def main() -> None:
     parser.add_argument("train_args", nargs="*", help="Arguments for `logitrec train` (after --).")
     options = parser.parse_args()
     path = RESULTS / "quality.json"
-    results = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
     if not options.report_only:
         if not options.name:
             parser.error("--name is required unless --report-only")
         ensure_dataset(options.data)
-        results["runs"][options.name] = run(options.name, options.data, options.train_args)
+        measured = run(options.name, options.data, options.train_args)
+    # Read after the hour-long run, not before: results recorded meanwhile must survive.
+    results = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    if not options.report_only:
+        results["runs"][options.name] = measured
         results["anchors"] = ANCHORS
         RESULTS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")
