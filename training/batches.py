@@ -52,10 +52,8 @@ def validation_subset(num_targets: int, count: int | None, seed: int) -> np.ndar
 
 
 def validated_users(checkpoint_config: dict, num_targets: int) -> np.ndarray | None:
-    """The validation subset a checkpoint was trained with (rows of the validation split).
-
-    Checkpoints from before `train_valid_items` validated and trained the same way.
-    """
+    """The validation subset a checkpoint was trained with (rows of the validation split),
+    rebuilt from the `valid_users` and `seed` its config.json records (None: every user)."""
     train = checkpoint_config.get("train", {})
     return validation_subset(num_targets, train.get("valid_users"), train.get("seed", 42))
 
