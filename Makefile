@@ -31,6 +31,8 @@ install: $(VENV)/.installed $(TRITON_VENV)/.installed
 # the Python client. On ML-1M when ../shared/data/ml-1m is present, else on a synthetic log.
 # A few minutes on 2 CPU cores; the model is small and briefly trained on the newest window per
 # user (a third of the positions of the default --windows all; quality runs: benchmarks/).
+# 20 epochs, validating 1,000 users: on ML-1M test NDCG@10 0.098 in 127 s of training, where
+# 10 epochs stayed near popularity (0.025 vs 0.018).
 demo: install
 	@if [ -f $(ML1M)/ml-1m.txt ]; then \
 		$(BIN)/logitrec data prepare $(ML1M) --out $(WORK)/demo-data --force; \
@@ -41,7 +43,7 @@ demo: install
 	fi
 	$(BIN)/logitrec data stats $(WORK)/demo-data
 	$(BIN)/logitrec train --data $(WORK)/demo-data --out $(WORK)/checkpoints/demo --force \
-		--epochs 10 --max-length 50 --hidden-size 32 --windows newest
+		--epochs 20 --valid-users 1000 --max-length 50 --hidden-size 32 --windows newest
 	$(BIN)/logitrec evaluate --data $(WORK)/demo-data --checkpoint $(WORK)/checkpoints/demo --baselines
 	$(BIN)/logitrec export --checkpoint $(WORK)/checkpoints/demo --repository $(WORK)/model_repository \
 		--name demo --version 1 --force
