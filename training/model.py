@@ -121,7 +121,7 @@ class LogitLM(nn.Module):
     def encode(
         self, inputs: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Item input vectors [B, L] and their padding mask [B, L] -> hidden states [B, L, d].
+        """Item input vectors [B, L, d] and their padding mask [B, L] -> hidden states [B, L, d].
 
         Split from `hidden_states` so an exported encoder can look its inputs up in a folded
         table instead of recomputing the title projection.

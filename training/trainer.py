@@ -30,7 +30,7 @@ from training.batches import (
     evaluation_rows,
     length_bucketed_batches,
     training_windows,
-    validation_subset,
+    validated_users,
     with_validation_items,
 )
 from training.config import TrainConfig, as_dict, new_parameter_learning_rate
@@ -257,7 +257,8 @@ def train(
 
     width = config.model.max_length
     valid_rows = evaluation_rows(dataset, "valid", width)
-    valid_subset = validation_subset(len(valid_rows["targets"]), config.valid_users, config.seed)
+    # From the checkpoint's own record, so `logitrec evaluate --split valid` counts the same users.
+    valid_subset = validated_users(checkpoint_config, len(valid_rows["targets"]))
     inputs, targets, train_users = training_windows(
         dataset,
         width,
@@ -381,7 +382,7 @@ def train(
                 stopped,
                 failure,
                 device,
-                valid_subset,
+                (valid_rows, valid_subset),
             )
     if distributed.world_size > 1:
         dist.barrier()
@@ -495,7 +496,7 @@ def _finish(
     stopped,
     failure,
     device,
-    valid_subset,
+    validation,
 ) -> dict:
     """Resume state from the last epoch, then the best weights' full metrics and the curve.
 
@@ -512,7 +513,8 @@ def _finish(
 
     ckpt.load_weights(model, staging / "model.safetensors")
     model.eval()
-    rows = {s: evaluation_rows(dataset, s, config.model.max_length) for s in ("valid", "test")}
+    valid_rows, valid_subset = validation  # the rows and subset every epoch validated on
+    rows = {"valid": valid_rows, "test": evaluation_rows(dataset, "test", config.model.max_length)}
     # Validation numbers only from the users validated on: the others may have trained on it.
     subsets = {"valid": valid_subset, "test": None}
     with torch.no_grad():
