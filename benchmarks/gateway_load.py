@@ -295,9 +295,8 @@ def verdict(results: dict) -> list[str]:
             "work is per request whatever the batch. `--threads 1` (one ONNX Runtime thread,",
             "a core left to gRPC and the event loop) serves this small model faster; the",
             "compute-bound minilm is slower with it, so the default stays ONNX Runtime's.",
-            "Batching pays where one call has a large fixed",
-            "cost that a batch shares: a GPU's kernel launches and transfers (not measured: no",
-            "GPU time left this session).",
+            "Batching pays where one call has a large fixed cost that a batch shares: a GPU's",
+            "kernel launches and transfers (not measured: no GPU time left this session).",
             "",
         ]
     return lines
