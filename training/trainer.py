@@ -370,19 +370,18 @@ def train(
                 raise TrainingStopped(
                     f"{failure or 'training ended'} before any epoch finished; nothing was written"
                 )
-            metrics = _finish(
+            if failure is None:  # after a non-finite loss the last weights are unusable
+                _save_resume_state(staging / "resume", model, optimizer, average, state)
+            metrics = _final_metrics(
                 model,
-                optimizer,
-                average,
-                state,
-                config,
-                dataset,
                 staging,
                 score,
-                stopped,
-                failure,
-                device,
-                (valid_rows, valid_subset),
+                dataset,
+                config,
+                state,
+                validation=(valid_rows, valid_subset),
+                outcome={"stopped": stopped, "failure": failure},
+                device=device,
             )
     if distributed.world_size > 1:
         dist.barrier()
@@ -484,36 +483,38 @@ def _log_epoch(record: dict, state: dict, show: bool) -> None:
     )
 
 
-def _finish(
+def _save_resume_state(
+    resume: Path, model, optimizer, average: WeightAverage | None, state: dict
+) -> None:
+    """The last epoch's weights, optimizer moments and trainer state, for `--resume`."""
+    resume.mkdir(exist_ok=True)
+    ckpt.save_weights(model, resume / "model.safetensors")
+    ckpt.save_optimizer(optimizer, resume)
+    if average is not None:
+        ckpt.save_tensors(average.state(), resume / "weight_average.safetensors")
+    ckpt.write_json(resume / "trainer_state.json", state)
+
+
+def _final_metrics(
     model,
-    optimizer,
-    average,
-    state,
-    config,
-    dataset,
-    staging,
+    staging: Path,
     score,
-    stopped,
-    failure,
-    device,
-    validation,
+    dataset: Dataset,
+    config: TrainConfig,
+    state: dict,
+    *,
+    validation: tuple[dict, np.ndarray | None],
+    outcome: dict,
+    device: torch.device,
 ) -> dict:
-    """Resume state from the last epoch, then the best weights' full metrics and the curve.
+    """The best weights' full metrics (and the baseline's) in metrics.json, and the curve.
 
-    After a non-finite loss the last weights are unusable, so no resume state is written.
+    `validation` is the rows and user subset every epoch validated on; `outcome` says why
+    training stopped ("stopped", and "failure" after a non-finite loss).
     """
-    if failure is None:
-        resume = staging / "resume"
-        resume.mkdir(exist_ok=True)
-        ckpt.save_weights(model, resume / "model.safetensors")
-        ckpt.save_optimizer(optimizer, resume)
-        if average is not None:
-            ckpt.save_tensors(average.state(), resume / "weight_average.safetensors")
-        ckpt.write_json(resume / "trainer_state.json", state)
-
     ckpt.load_weights(model, staging / "model.safetensors")
     model.eval()
-    valid_rows, valid_subset = validation  # the rows and subset every epoch validated on
+    valid_rows, valid_subset = validation
     rows = {"valid": valid_rows, "test": evaluation_rows(dataset, "test", config.model.max_length)}
     # Validation numbers only from the users validated on: the others may have trained on it.
     subsets = {"valid": valid_subset, "test": None}
@@ -525,8 +526,7 @@ def _finish(
         **results,
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
-        "stopped": stopped,
-        "failure": failure,
+        **outcome,
         "wall_seconds": round(state["elapsed"], 1),
         "device": str(device),
         "threads": torch.get_num_threads(),
