@@ -21,6 +21,17 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 ML1M = REPO.parent / "shared" / "data" / "ml-1m"
 TARGET_NDCG = 0.18
+# The target is the default recipe's, so it is judged on these runs: the default settings and
+# nothing else but the seed, over the ~88 epochs an hour buys here. Three are `--max-minutes 60`
+# (the first spells `--windows all` out: it ran before that became the default); the fourth
+# fixes `--epochs 88` (the three's mean) because the host ran 1.3-1.4x slower that day, so an
+# hour would have bought fewer epochs than the others had.
+DEFAULT_RECIPE_RUNS = (
+    "scratch-allwindows-60min",
+    "scratch-allwindows-60min-seed7",
+    "scratch-allwindows-60min-seed1",
+    "scratch-88epochs-seed2",
+)
 METRICS = ("hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "mrr@20")
 
 # Published full-ranking, leave-one-out numbers on this exact ML-1M file (as quoted in issue #3).
@@ -50,18 +61,23 @@ NOTES = [
     "  full CE computed in chunks, and every training transition of a long history used, in",
     "  windows of 200 going back in time (each user's newest window alone holds 66% of ML-1M's",
     "  training transitions). 84 epochs of ~38 s, best validation NDCG@10 0.1845 at epoch 56;",
-    "  test 0.1807. scratch-allwindows-60min-seed7 is the same with `--seed 7`: 89 epochs,",
-    "  best validation 0.1882 at epoch 63, test 0.1799. Two seeds: mean 0.1803, one run at",
-    "  the 0.18 target and one 0.0001 below it, so the target is met on average, not by",
-    "  every run.",
+    "  test 0.1807. The same with `--seed 7` and `--seed 1`: 89 and 92 epochs, best",
+    "  validation 0.1882 / 0.1870 at epochs 63 / 72, test 0.1799 / 0.1777.",
+    "- scratch-88epochs-seed2 is the same recipe with `--seed 2` over a fixed 88 epochs (the",
+    "  three hour-long runs' mean) instead of `--max-minutes 60`: the host ran 1.3-1.4x",
+    "  slower that day (56.8 s per epoch, validation included, against 39-43 s), so an hour",
+    "  would have bought ~63 epochs and mixed a slower machine into the seed comparison. Its",
+    "  warm-up and cosine decay span the 88 epochs as the others' span the hour. Best",
+    "  validation 0.1861 at epoch 75, test 0.1826, in 83 minutes. Four seeds: 0.1777-0.1826,",
+    "  mean 0.1802: the 0.18 target met on the mean, by less than the seed spread, and by 2",
+    "  of the 4 runs.",
     "- Two one-run variants of that recipe, neither better on test: scratch-validitems-60min",
     "  validates on 1,000 users and trains the other 5,040 on their validation item",
     "  (`--valid-users 1000 --train-valid-items`, HSTU's protocol; 99 epochs of ~35 s): test",
     "  0.1795. scratch-h128-60min is 2 x 128 at lr 2e-3 (h128 beat h64 by 0.007 at equal",
     "  dropout in GPU round 1): 58 epochs of ~62 s, best validation 0.1890 at epoch 45, the",
-    "  highest of any run, yet test 0.1794. Four runs of this recipe family land at test",
-    "  0.1794-0.1807: at the 0.18 target, not clear of it; validation gains of this size did",
-    "  not carry over to the test split.",
+    "  highest of any run, yet test 0.1794. Both lie inside the default's seed range",
+    "  (0.1777-0.1826); validation gains of this size did not carry over to the test split.",
     "- scratch-default-60min is the same command before whole-history windows (the newest",
     "  window per user only, the default then): 120 epochs, best validation NDCG@10 0.1807 at",
     "  epoch 101, test 0.1746. scratch-60min is an older recipe (no user context, lr 1e-3).",
@@ -160,18 +176,7 @@ def report(results: dict) -> None:
             f"{popular['ndcg@10']:.4f} | {popular['mrr@10']:.4f} | {popular['hr@20']:.4f} | "
             f"{popular['ndcg@20']:.4f} | {popular['mrr@20']:.4f} |"
         )
-    scratch = [r for r in results["runs"].values() if r["backbone"] == "scratch"]
-    if scratch:
-        best = max(scratch, key=lambda r: r["test"]["ndcg@10"])
-        reached = [r for r in scratch if r["test"]["ndcg@10"] >= TARGET_NDCG]
-        verdict = "met" if best["test"]["ndcg@10"] >= TARGET_NDCG else "NOT met"
-        lines += [
-            "",
-            f"Target: a scratch recipe reaching test NDCG@10 >= {TARGET_NDCG} in about an hour on "
-            f"this 2-core machine. Best measured: {best['test']['ndcg@10']:.4f} ({best['name']}, "
-            f"{best['train_wall_seconds'] / 60:.0f} min of training): **{verdict}** by that run; "
-            f"scratch runs at or above it: {len(reached)} of {len(scratch)}.",
-        ]
+    lines += ["", *target_verdict(results["runs"])]
     lines += ["", "## Notes", "", *NOTES]
     lines += [
         "",
@@ -188,6 +193,40 @@ def report(results: dict) -> None:
         lines += [f"- {r['name']}: `{r['command']}` ({r['date']}, stopped by {r['stopped']})"]
     (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
     plot(results)
+
+
+def target_verdict(runs: dict) -> list[str]:
+    """The 0.18 target judged on the default recipe's seeds: every run, their mean and range."""
+    seeds = [runs[name] for name in DEFAULT_RECIPE_RUNS if name in runs]
+    if not seeds:
+        return []
+
+    def schedule(run: dict) -> str:
+        minutes = run["train"].get("max_minutes")
+        return f"--max-minutes {minutes:.0f}" if minutes else f"--epochs {run['train']['epochs']}"
+
+    scores = [r["test"]["ndcg@10"] for r in seeds]
+    mean = sum(scores) / len(scores)
+    listed = ", ".join(
+        f"{r['test']['ndcg@10']:.4f} (seed {r['train']['seed']}, `{schedule(r)}`: "
+        f"{r['epochs_run']} epochs in {r['train_wall_seconds'] / 60:.0f} min)"
+        for r in seeds
+    )
+    reached = sum(score >= TARGET_NDCG for score in scores)
+    margin = mean - TARGET_NDCG
+    verdict = f"met by {margin:.4f}" if margin >= 0 else f"NOT met, {-margin:.4f} short"
+    lines = [
+        f"Target: the default scratch recipe reaching test NDCG@10 >= {TARGET_NDCG} in about an "
+        f"hour on this 2-core machine. The default recipe, {len(seeds)} seeds: {listed}. "
+        f"Mean {mean:.4f}, range {min(scores):.4f}-{max(scores):.4f}: **{verdict}** on the "
+        f"mean; {reached} of {len(seeds)} runs at or above {TARGET_NDCG}.",
+    ]
+    timed = [r["test"]["ndcg@10"] for r in seeds if r["train"].get("max_minutes")]
+    if 0 < len(timed) < len(seeds):
+        lines[0] += (
+            f" The {len(timed)} hour-budgeted runs alone: mean {sum(timed) / len(timed):.4f}."
+        )
+    return lines
 
 
 def plot(results: dict) -> None:
