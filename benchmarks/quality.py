@@ -244,7 +244,7 @@ def plot(results: dict) -> None:
     axis.barh(names, values, color=colors)
     axis.axvline(TARGET_NDCG, color="red", linestyle="--", label=f"target {TARGET_NDCG}")
     axis.set_xlabel("test NDCG@10 (ML-1M, full ranking)")
-    axis.legend()
+    axis.legend(loc="lower right")  # at the top it hid the newest run's bar
     fig.tight_layout()
     fig.savefig(RESULTS / "quality.png", dpi=100)
 
