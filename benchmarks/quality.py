@@ -215,18 +215,16 @@ def target_verdict(runs: dict) -> list[str]:
     reached = sum(score >= TARGET_NDCG for score in scores)
     margin = mean - TARGET_NDCG
     verdict = f"met by {margin:.4f}" if margin >= 0 else f"NOT met, {-margin:.4f} short"
-    lines = [
+    text = (
         f"Target: the default scratch recipe reaching test NDCG@10 >= {TARGET_NDCG} in about an "
         f"hour on this 2-core machine. The default recipe, {len(seeds)} seeds: {listed}. "
         f"Mean {mean:.4f}, range {min(scores):.4f}-{max(scores):.4f}: **{verdict}** on the "
-        f"mean; {reached} of {len(seeds)} runs at or above {TARGET_NDCG}.",
-    ]
+        f"mean; {reached} of {len(seeds)} runs at or above {TARGET_NDCG}."
+    )
     timed = [r["test"]["ndcg@10"] for r in seeds if r["train"].get("max_minutes")]
     if 0 < len(timed) < len(seeds):
-        lines[0] += (
-            f" The {len(timed)} hour-budgeted runs alone: mean {sum(timed) / len(timed):.4f}."
-        )
-    return lines
+        text += f" The {len(timed)} hour-budgeted runs alone: mean {sum(timed) / len(timed):.4f}."
+    return [text]
 
 
 def plot(results: dict) -> None:
