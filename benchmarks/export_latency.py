@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from logitrec import repository as layout
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 BATCHES = (1, 8, 32)
@@ -71,11 +73,11 @@ def measure(name: str, checkpoint: Path, repository: Path, repeats: int) -> dict
         path = repository / f"{name}_full_forward_encoder.onnx"
         export_encoder(reference, path)
         full_forward = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    version = repository / f"{name}_scorer" / "1"
-    histories = np.load(version / "parity_histories.npy")
-    context = np.load(version / "parity_context.npy")
+    version = layout.scorer_dir(repository, name, 1)
+    histories = np.load(version / layout.PARITY_HISTORIES)
+    context = np.load(version / layout.PARITY_CONTEXT)
     session = onnxruntime.InferenceSession(
-        str(repository / f"{name}_encoder" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+        str(layout.model_file(repository, name, "encoder", 1)), providers=["CPUExecutionProvider"]
     )
     rows = []
     for batch in BATCHES:
@@ -117,7 +119,7 @@ def measure(name: str, checkpoint: Path, repository: Path, repeats: int) -> dict
         print(name, rows[-1], flush=True)
     return {
         "rows": rows,
-        "encoder_onnx_bytes": (repository / f"{name}_encoder/1/model.onnx").stat().st_size,
+        "encoder_onnx_bytes": layout.model_file(repository, name, "encoder", 1).stat().st_size,
     }
 
 
@@ -135,11 +137,11 @@ def triton_check(repository: Path, names: list[str], checkpoints: dict[str, Path
         for name in names:
             started = time.perf_counter()
             for kind in ("encoder", "scorer"):
-                load_model(server, f"{name}_{kind}", timeout=300)
+                load_model(server, layout.model_name(name, kind), timeout=300)
             load_seconds = time.perf_counter() - started
-            version = repository / f"{name}_scorer" / "1"
-            histories = np.load(version / "parity_histories.npy")[:16]
-            context = np.load(version / "parity_context.npy")[:16]
+            version = layout.scorer_dir(repository, name, 1)
+            histories = np.load(version / layout.PARITY_HISTORIES)[:16]
+            context = np.load(version / layout.PARITY_CONTEXT)[:16]
             inputs = [grpcclient.InferInput("items", list(histories.shape), "INT64")]
             inputs[0].set_data_from_numpy(histories)
             if context.shape[1]:
@@ -147,7 +149,7 @@ def triton_check(repository: Path, names: list[str], checkpoints: dict[str, Path
                 inputs[1].set_data_from_numpy(context)
             vectors = client.infer(f"{name}_encoder", inputs).as_numpy("user_vector")
             model, config = load_checkpoint(checkpoints[name])
-            candidates = np.tile(np.arange(1, config["num_items"] + 1), (len(vectors), 1))
+            candidates = np.tile(np.arange(1, config.num_items + 1), (len(vectors), 1))
             scorer_inputs = [
                 grpcclient.InferInput("user_vector", list(vectors.shape), "FP32"),
                 grpcclient.InferInput("candidates", list(candidates.shape), "INT64"),

@@ -1,1 +1,2 @@
-"""Export: checkpoints -> ONNX models in a Triton model repository (not implemented yet)."""
+"""Export: a checkpoint becomes verified ONNX graphs, a catalog and a FAISS index in a Triton
+model repository (the layout: logitrec.repository)."""

@@ -18,13 +18,9 @@ def export_command(
         "onnxruntime", "--triton-backend", help="onnxruntime (native) or python (ORT in model.py)."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu or gpu (Triton instance kind)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 (fp16: not yet)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (17: LayerNormalization as one op)."),
     index: str | None = typer.Option(
         None, "--index", help="FAISS factory string (default: Flat below 50k items, else IVF)."
-    ),
-    data: Path | None = typer.Option(
-        None, "--data", help="Dataset for parity histories (default: the checkpoint's)."
     ),
     verify: Path | None = typer.Option(
         None, "--verify", help="Re-check an exported version (scorer version dir or repository)."
@@ -33,11 +29,13 @@ def export_command(
 ) -> None:
     """Export a checkpoint to ONNX in a Triton model repository, checked against PyTorch."""
     from export import exporter
+    from export.verify import find_version
+    from export.verify import verify as verify_version
     from logitrec.errors import InputError
 
     if verify is not None:
-        folder = exporter.find_version(verify, name if name != "logitrec" else None, version)
-        results = exporter.verify(folder)
+        folder = find_version(verify, name if name != "logitrec" else None, version)
+        results = verify_version(folder)
         typer.echo(json.dumps({"version_dir": str(folder), "parity": results}, indent=2))
         return
     if checkpoint is None:
@@ -50,18 +48,16 @@ def export_command(
             version=version,
             triton_backend=triton_backend,
             device=device,
-            precision=precision,
             index=index,
             opset=opset,
-            data=data,
             force=force,
         )
     )
     summary = {
         "repository": str(repository),
-        "models": manifest["models"],
-        "version": manifest["version"],
-        "index": manifest["index"]["factory"],
-        "parity": manifest["parity"],
+        "models": manifest.models,
+        "version": manifest.version,
+        "index": manifest.index["factory"],
+        "parity": manifest.parity,
     }
     typer.echo(json.dumps(summary, indent=2))

@@ -1,11 +1,5 @@
-"""FAISS candidate index over the head rows, exact for ranking by logit = h . W_i + b_i.
-
-The bias is folded in and inner products are turned into distances (the "MIPS-to-L2" transform):
-item i becomes x_i = [W_i, b_i, sqrt(M^2 - |[W_i, b_i]|^2)] with M the largest such norm, and a
-query h becomes q = [h, 1, 0]. Then |q - x_i|^2 = |q|^2 + M^2 - 2 (h . W_i + b_i): the nearest
-items by L2 are the highest logits. One L2 code path therefore serves every index type (flat is
-exact; IVF and HNSW approximate), and the gateway re-scores the candidates exactly anyway.
-"""
+"""The FAISS candidate index over the head rows, built in the MIPS-to-L2 space of
+logitrec.mips (exact for ranking by logit = h . W_i + b_i when flat; IVF above FLAT_BELOW)."""
 
 import math
 from dataclasses import dataclass
@@ -13,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from logitrec.errors import InputError
+from logitrec.mips import item_points
 
-FLAT_BELOW = 50_000  # items; above this an IVF index is built (DESIGN.md: pruning measurements)
+# Items; above this an IVF index is built (a flat scan of 50k x d stays within a few ms a batch).
+FLAT_BELOW = 50_000
 
 
 @dataclass(frozen=True)
@@ -34,22 +30,6 @@ class IndexInfo:
             "built_on_gpu": self.gpu,
             "query": "[h, 1, 0]",
         }
-
-
-def item_points(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, float]:
-    """Rows [W_i, b_i, sqrt(M^2 - |.|^2)] for real items (no padding row), and M."""
-    augmented = np.concatenate([weight, bias[:, None]], axis=1).astype(np.float64)
-    norms = np.square(augmented).sum(axis=1)
-    max_norm = float(math.sqrt(norms.max())) if len(norms) else 0.0
-    extra = np.sqrt(np.maximum(max_norm**2 - norms, 0.0))[:, None]
-    return np.ascontiguousarray(np.concatenate([augmented, extra], 1), dtype=np.float32), max_norm
-
-
-def query_points(user_vectors: np.ndarray) -> np.ndarray:
-    """Queries [h, 1, 0] for user vectors h [B, d]."""
-    rows = len(user_vectors)
-    ones, zeros = np.ones((rows, 1), np.float32), np.zeros((rows, 1), np.float32)
-    return np.ascontiguousarray(np.concatenate([user_vectors, ones, zeros], 1), dtype=np.float32)
 
 
 def default_factory(num_items: int) -> str:
@@ -88,8 +68,7 @@ def build_index(weight: np.ndarray, bias: np.ndarray, factory: str | None = None
     nprobe = None
     ivf = _ivf(faiss, index)
     if ivf is not None:
-        # A starting point that measured recall@10 >= 0.99 on clustered catalogs; the gateway may
-        # override it per deployment.
+        # A starting point that measured recall@10 >= 0.99 on clustered catalogs.
         nprobe = max(1, ivf.nlist // 40)
         ivf.nprobe = nprobe
     return index, IndexInfo(factory=factory, max_norm=max_norm, nprobe=nprobe, gpu=on_gpu)
@@ -104,9 +83,3 @@ def _ivf(faiss, index):
         return faiss.extract_index_ivf(index)
     except (RuntimeError, AttributeError):
         return None
-
-
-def search(index, user_vectors: np.ndarray, count: int) -> np.ndarray:
-    """The `count` best item indices (from 1) per user vector; 0 where fewer exist."""
-    _, ids = index.search(query_points(user_vectors), count)
-    return np.where(ids >= 0, ids + 1, 0)

@@ -7,6 +7,16 @@ import torch
 
 from export.graphs import Encoder, Scorer, TopK
 from logitrec.errors import InputError
+from logitrec.repository import (
+    CANDIDATES,
+    CONTEXT,
+    ITEMS,
+    LOGITS,
+    TOP_ITEMS,
+    TOP_LOGITS,
+    K,
+    model_tensors,
+)
 
 # The smallest opset with LayerNormalization as one op; onnxruntime >= 1.14 and Triton >= 23.x
 # run it. --opset picks another (14 is the oldest the graphs export to).
@@ -61,42 +71,43 @@ def _export(module, args, path: Path, inputs, outputs, dynamic_axes, opset: int)
 def example_inputs(context_tokens: int, length: int = 7, batch: int = 2) -> dict:
     items = torch.arange(1, batch * length + 1).reshape(batch, length) % 5 + 1
     items[0, :3] = 0  # left padding, so the traced graph keeps the masking path
-    inputs = {"items": items}
+    inputs = {ITEMS: items}
     if context_tokens:
-        inputs["context"] = torch.ones(batch, context_tokens, dtype=torch.long)
+        inputs[CONTEXT] = torch.ones(batch, context_tokens, dtype=torch.long)
     return inputs
 
 
+def _names(kind: str, dim: int, context_tokens: int) -> tuple[list[str], list[str]]:
+    inputs, outputs = model_tensors(kind, dim, context_tokens)
+    return [t.name for t in inputs], [t.name for t in outputs]
+
+
+def _axes(names: list[str]) -> dict:
+    """Every tensor's batch axis is dynamic, and so is each variable-width second axis."""
+    second = {ITEMS: "length", CANDIDATES: "candidates", LOGITS: "candidates"}
+    second |= {TOP_LOGITS: "k", TOP_ITEMS: "k"}
+    return {n: {0: "batch", **({1: second[n]} if n in second else {})} for n in names}
+
+
 def export_encoder(encoder: Encoder, path: Path, opset: int = OPSET) -> None:
-    inputs = example_inputs(encoder.model.context_tokens)
-    axes = {"items": {0: "batch", 1: "length"}, "user_vector": {0: "batch"}}
-    if "context" in inputs:
-        axes["context"] = {0: "batch"}
-    _export(encoder, tuple(inputs.values()), path, list(inputs), ["user_vector"], axes, opset)
+    context_tokens = encoder.model.context_tokens
+    inputs = example_inputs(context_tokens)
+    names, outputs = _names("encoder", 0, context_tokens)
+    args = tuple(inputs[n] for n in names)
+    _export(encoder, args, path, names, outputs, _axes(names + outputs), opset)
 
 
 def export_scorer(scorer: Scorer, path: Path, opset: int = OPSET) -> None:
     dim = scorer.weight.shape[1]
     args = (torch.zeros(2, dim), torch.ones(2, 3, dtype=torch.long))
-    axes = {
-        "user_vector": {0: "batch"},
-        "candidates": {0: "batch", 1: "candidates"},
-        "logits": {0: "batch", 1: "candidates"},
-    }
-    _export(scorer, args, path, ["user_vector", "candidates"], ["logits"], axes, opset)
+    names, outputs = _names("scorer", dim, 0)
+    _export(scorer, args, path, names, outputs, _axes(names + outputs), opset)
 
 
 def export_topk(topk: TopK, path: Path, opset: int = OPSET) -> None:
-    inputs = example_inputs(topk.encoder.model.context_tokens)
-    k = torch.full((2, 1), 3, dtype=torch.long)
-    names = ["items", "k", *(["context"] if "context" in inputs else [])]
-    args = (inputs["items"], k, *([inputs["context"]] if "context" in inputs else []))
-    axes = {
-        "items": {0: "batch", 1: "length"},
-        "k": {0: "batch"},
-        "top_logits": {0: "batch", 1: "k"},
-        "top_items": {0: "batch", 1: "k"},
-    }
-    if "context" in inputs:
-        axes["context"] = {0: "batch"}
-    _export(topk, args, path, names, ["top_logits", "top_items"], axes, opset)
+    context_tokens = topk.encoder.model.context_tokens
+    inputs = example_inputs(context_tokens)
+    inputs[K] = torch.full((2, 1), 3, dtype=torch.long)
+    names, outputs = _names("topk", 0, context_tokens)
+    args = tuple(inputs[n] for n in names)
+    _export(topk, args, path, names, outputs, _axes(names + outputs), opset)

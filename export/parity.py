@@ -3,7 +3,6 @@
 Fails when any logit differs by more than LOGIT_TOLERANCE or any user's top-10 differs.
 """
 
-import hashlib
 import importlib.metadata
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import numpy as np
 import torch
 
 from logitrec.errors import InputError
+from logitrec.mips import search
+from logitrec.repository import CANDIDATES, CONTEXT, ITEMS, MODEL_FILE, USER_VECTOR, K
 
 LOGIT_TOLERANCE = 1e-4  # fp32
 TOP = 10
@@ -28,15 +29,6 @@ class ParityFailed(InputError):
         )
 
 
-def file_hash(*paths: Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def versions() -> dict:
     names = ("torch", "transformers", "onnx", "onnxruntime", "faiss-cpu", "logitrec")
     found = {}
@@ -48,16 +40,6 @@ def versions() -> dict:
     return found
 
 
-def sample_inputs(rows: dict, context: np.ndarray, count: int = SAMPLE_USERS):
-    """A fixed sample of real test histories (left-padded) and their users' context."""
-    users = len(rows["targets"])
-    chosen = np.sort(np.random.default_rng(0).choice(users, min(count, users), replace=False))
-    histories = rows["histories"][chosen]
-    return np.ascontiguousarray(histories), np.ascontiguousarray(
-        context[rows["users"][chosen]].astype(np.int64)
-    )
-
-
 def session(path: Path):
     import onnxruntime
 
@@ -67,9 +49,9 @@ def session(path: Path):
 
 
 def encoder_feed(histories: np.ndarray, context: np.ndarray) -> dict:
-    feed = {"items": histories.astype(np.int64)}
+    feed = {ITEMS: histories.astype(np.int64)}
     if context.shape[1]:
-        feed["context"] = context.astype(np.int64)
+        feed[CONTEXT] = context.astype(np.int64)
     return feed
 
 
@@ -81,19 +63,19 @@ def check(model, folders: dict[str, Path], histories, context, *, index=None) ->
         expected = model.logits(torch.as_tensor(expected_vectors)).numpy()
     num_items = expected.shape[1]
 
-    encoder = session(folders["encoder"] / "model.onnx")
+    encoder = session(folders["encoder"] / MODEL_FILE)
     (vectors,) = encoder.run(None, encoder_feed(histories, context))
     # The same histories without their all-padding columns: the length axis is truly dynamic.
     first = int((histories != 0).any(axis=0).argmax())
     (trimmed_vectors,) = encoder.run(None, encoder_feed(histories[:, first:], context))
 
-    scorer = session(folders["scorer"] / "model.onnx")
+    scorer = session(folders["scorer"] / MODEL_FILE)
     candidates = np.tile(np.arange(1, num_items + 1, dtype=np.int64), (len(histories), 1))
-    (logits,) = scorer.run(None, {"user_vector": vectors, "candidates": candidates})
+    (logits,) = scorer.run(None, {USER_VECTOR: vectors, CANDIDATES: candidates})
 
-    topk = session(folders["topk"] / "model.onnx")
+    topk = session(folders["topk"] / MODEL_FILE)
     feed = encoder_feed(histories, context)
-    feed["k"] = np.full((len(histories), 1), TOP, dtype=np.int64)
+    feed[K] = np.full((len(histories), 1), TOP, dtype=np.int64)
     top_logits, top_items = topk.run(None, feed)
 
     expected_top = np.argsort(-expected, axis=1, kind="stable")[:, :TOP] + 1
@@ -123,8 +105,6 @@ def check(model, folders: dict[str, Path], histories, context, *, index=None) ->
         ),
     }
     if index is not None:
-        from export.index import search
-
         found = search(index, vectors, TOP)
         hits = [len(set(a) & set(b)) for a, b in zip(found, expected_top, strict=True)]
         results["faiss_recall@10"] = float(np.mean(hits) / TOP)

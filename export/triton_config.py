@@ -1,36 +1,9 @@
 """Triton config.pbtxt text for the exported models (pure functions of their tensor specs)."""
 
-from dataclasses import dataclass
+from logitrec.repository import TRITON_MAX_BATCH_SIZE, VERSIONS_SERVED, Tensor
 
 PREFERRED_BATCH_SIZES = (8, 16, 32)
-MAX_BATCH_SIZE = 64
 QUEUE_DELAY_MICROSECONDS = 500
-
-
-@dataclass(frozen=True)
-class Tensor:
-    name: str
-    dtype: str  # Triton type: TYPE_INT64, TYPE_FP32
-    dims: tuple[int, ...]  # without the batch dimension; -1 = variable
-
-
-def model_tensors(kind: str, dim: int, context_tokens: int) -> tuple[list[Tensor], list[Tensor]]:
-    """(inputs, outputs) of the encoder, scorer or topk model."""
-    items = Tensor("items", "TYPE_INT64", (-1,))
-    context = [Tensor("context", "TYPE_INT64", (context_tokens,))] if context_tokens else []
-    if kind == "encoder":
-        return [items, *context], [Tensor("user_vector", "TYPE_FP32", (dim,))]
-    if kind == "scorer":
-        return (
-            [Tensor("user_vector", "TYPE_FP32", (dim,)), Tensor("candidates", "TYPE_INT64", (-1,))],
-            [Tensor("logits", "TYPE_FP32", (-1,))],
-        )
-    if kind == "topk":
-        return (
-            [items, Tensor("k", "TYPE_INT64", (1,)), *context],
-            [Tensor("top_logits", "TYPE_FP32", (-1,)), Tensor("top_items", "TYPE_INT64", (-1,))],
-        )
-    raise ValueError(kind)
 
 
 def config_text(
@@ -41,15 +14,14 @@ def config_text(
     backend: str,
     device: str,
     instances: int = 1,
-    versions_served: int = 2,
 ) -> str:
-    """config.pbtxt for one model. Two versions stay loaded so an old one drains while the new
-    one takes traffic (explicit model control loads and unloads them)."""
+    """config.pbtxt for one model. The newest VERSIONS_SERVED versions stay loaded so an old
+    one drains while the new one takes traffic (explicit model control loads and unloads)."""
     kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
     lines = [
         f'name: "{name}"',
         f'backend: "{backend}"',
-        f"max_batch_size: {MAX_BATCH_SIZE}",
+        f"max_batch_size: {TRITON_MAX_BATCH_SIZE}",
     ]
     if backend == "onnxruntime":
         lines.append('default_model_filename: "model.onnx"')
@@ -66,6 +38,6 @@ def config_text(
         f"  max_queue_delay_microseconds: {QUEUE_DELAY_MICROSECONDS}",
         "}",
         f"instance_group [ {{ count: {instances} kind: {kind} }} ]",
-        f"version_policy: {{ latest {{ num_versions: {versions_served} }} }}",
+        f"version_policy: {{ latest {{ num_versions: {VERSIONS_SERVED} }} }}",
     ]
     return "\n".join(lines) + "\n"

@@ -14,6 +14,8 @@ import numpy as np
 import onnxruntime
 import triton_python_backend_utils as pb_utils
 
+# The tensor names of logitrec.repository (ITEMS, CANDIDATES), written out because this file runs
+# inside Triton's Python, where logitrec is not installed; a test holds them equal.
 LEFT_PADDED = {"items"}
 RIGHT_PADDED = {"candidates"}
 

@@ -7,7 +7,7 @@ import typer
 from export.cli import export_command
 from logitrec.errors import InputError
 from serving.cli import serve_command
-from training.cli import evaluate_command, train_command
+from training.cli import checkpoint_app, evaluate_command, train_command
 from training.data.cli import data_app
 
 app = typer.Typer(
@@ -16,27 +16,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(checkpoint_app, name="checkpoint")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("export")(export_command)
 app.command("serve")(serve_command)
-
-
-def _not_implemented(stage: str, issue: str):
-    def command() -> None:
-        raise InputError(f"`logitrec {stage}` is not implemented yet ({issue}).")
-
-    command.__doc__ = f"{stage.capitalize()} (not implemented yet: {issue})."
-    return command
-
-
-for _stage, _issue in [
-    ("bench", "benchmark issues"),
-]:
-    app.command(
-        _stage,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(_not_implemented(_stage, _issue))
 
 
 def main() -> None:

@@ -106,11 +106,6 @@ def test_existing_output_needs_force_and_is_kept_on_failure(tmp_path):
     assert (out / "manifest.json").read_text() == before
 
 
-def test_bench_says_it_is_not_implemented():
-    result = run_cli("bench", check=False)
-    assert result.returncode == 2 and "not implemented yet" in result.stderr
-
-
 def test_export_without_a_checkpoint_names_the_flag():
     result = run_cli("export", check=False)
     assert result.returncode == 2 and "--checkpoint: required" in result.stderr

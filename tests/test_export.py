@@ -2,17 +2,21 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import run_cli
+from conftest import copy_repository, run_cli
 
 from export import exporter, parity
 from export.graphs import Encoder
-from export.index import build_index, item_points, query_points, search
-from export.triton_config import config_text, model_tensors
+from export.index import build_index
+from export.triton_config import config_text
+from logitrec import repository as layout
+from logitrec.mips import item_points, query_points, search
+from logitrec.repository import model_tensors
 from training.checkpoint import load_checkpoint
 
 FILES = {
@@ -73,7 +77,7 @@ def test_onnx_encoder_and_scorer_match_pytorch_on_fresh_histories(exported, tiny
     rng = np.random.default_rng(5)
     histories = rng.integers(1, 61, size=(5, 9))
     histories[1, :4] = 0  # a shorter, left-padded history
-    context = rng.integers(0, 2, size=(5, len(config["context_vocabulary"])))
+    context = rng.integers(0, 2, size=(5, len(config.context_vocabulary)))
     feed = parity.encoder_feed(histories, context)
     encoder = onnxruntime.InferenceSession(str(repository / "tiny_encoder" / "1" / "model.onnx"))
     (vectors,) = encoder.run(None, feed)
@@ -93,7 +97,7 @@ def test_scratch_encoder_computes_only_the_newest_state_and_matches_the_full_for
     encoder = Encoder(model).eval()
     assert encoder.newest_only, "a scratch (GPT-2) model should take the newest-state path"
     histories = torch.tensor([[0, 0, 0, 4, 9, 2], [5, 1, 8, 3, 3, 7], [0, 0, 0, 0, 0, 11]])
-    context = torch.ones(3, len(config["context_vocabulary"]), dtype=torch.long)
+    context = torch.ones(3, len(config.context_vocabulary), dtype=torch.long)
     with torch.no_grad():
         fast = encoder(histories, context)
         full = model.user_vectors(histories, context)
@@ -167,7 +171,7 @@ def test_failed_parity_leaves_no_version_behind(tiny_checkpoints, tmp_path, monk
     options = exporter.ExportOptions(checkpoint=tiny_checkpoints[0], repository=repository)
     with pytest.raises(parity.ParityFailed, match="nothing was installed"):
         exporter.export(options)
-    assert exporter.existing_versions(repository, "logitrec") == set()
+    assert layout.existing_versions(repository, "logitrec") == set()
     assert leftovers(repository) == []
 
 
@@ -212,3 +216,55 @@ def test_triton_configs_name_the_backend_device_and_shapes():
     inputs, outputs = model_tensors("scorer", 64, 0)
     text = config_text("m_scorer", inputs, outputs, backend="python", device="cpu")
     assert "KIND_CPU" in text and "default_model_filename" not in text
+
+
+def test_force_replaces_an_existing_version_in_place(exported, tiny_checkpoints, tmp_path):
+    repository = copy_repository(exported[0], tmp_path)
+    before = layout.read_manifest(layout.scorer_dir(repository, "tiny", 1))
+    replaced = run_cli(
+        "export", "--checkpoint", tiny_checkpoints[1], "--repository", repository,
+        "--name", "tiny", "--version", "1", "--force", "--triton-backend", "python",
+    )  # fmt: skip
+    assert json.loads(replaced.stdout)["version"] == 1
+    after = layout.read_manifest(layout.scorer_dir(repository, "tiny", 1))
+    assert before.checkpoint["path"] != after.checkpoint["path"]
+    assert after.checkpoint["path"] == str(tiny_checkpoints[1].resolve())
+    assert layout.complete_versions(repository, "tiny") == [1]
+    assert leftovers(repository) == []
+    histories, context = layout_parity(repository)
+    encoder = layout.model_file(repository, "tiny", "encoder", 1)
+    feed = parity.encoder_feed(histories, context)
+    (vectors,) = onnxruntime.InferenceSession(str(encoder)).run(None, feed)
+    model, _ = load_checkpoint(tiny_checkpoints[1])
+    with torch.no_grad():
+        expected = model.user_vectors(torch.as_tensor(histories), torch.as_tensor(context))
+    np.testing.assert_allclose(vectors, expected.numpy(), atol=1e-4)
+
+
+def layout_parity(repository):
+    folder = layout.scorer_dir(repository, "tiny", 1)
+    return (
+        np.load(folder / layout.PARITY_HISTORIES),
+        np.load(folder / layout.PARITY_CONTEXT),
+    )
+
+
+def test_export_needs_only_the_checkpoint(tiny_checkpoints, tiny_dataset, tmp_path):
+    checkpoint = Path(shutil.copytree(tiny_checkpoints[0], tmp_path / "checkpoint"))
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["dataset"]["path"] = str(tmp_path / "moved-away")  # the dataset is gone
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    printed = run_cli(
+        "export", "--checkpoint", checkpoint, "--repository", tmp_path / "repo", "--name", "m"
+    )
+    assert json.loads(printed.stdout)["parity"]["passed"]
+
+
+def test_a_checkpoint_without_the_parity_sample_is_refused_with_the_fix(tiny_checkpoints, tmp_path):
+    checkpoint = Path(shutil.copytree(tiny_checkpoints[0], tmp_path / "old"))
+    (checkpoint / "parity_histories.npy").unlink()
+    repository = tmp_path / "repo"
+    result = run_cli("export", "--checkpoint", checkpoint, "--repository", repository, check=False)
+    assert result.returncode == 2
+    assert str(checkpoint) in result.stderr and "logitrec checkpoint upgrade" in result.stderr
+    assert not repository.exists() or list(repository.iterdir()) == []

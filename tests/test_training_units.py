@@ -1,12 +1,17 @@
-"""Pure cores of training: metrics on a hand-computed example, batching, the model's contracts."""
+"""Pure cores of training: metrics on a hand-computed example, batching, the model's contracts,
+losses, the trainer's state across --resume, and the checkpoint's config and readers."""
 
+import json
 import math
 from types import SimpleNamespace
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
+from logitrec.errors import InputError
+from training import checkpoint as ckpt
 from training.averaging import WeightAverage
 from training.batches import (
     left_padded,
@@ -15,11 +20,14 @@ from training.batches import (
     validation_subset,
     with_validation_items,
 )
+from training.build import training_ends
 from training.config import ModelConfig, TrainConfig, load_config
 from training.evaluate import evaluate_scores
+from training.loop import learning_rate_factor, parameter_groups
+from training.losses import with_negatives
 from training.metrics import ranking_metrics, target_ranks
 from training.model import LogitLM, build_backbone, scratch_backbone_config
-from training.trainer import learning_rate_factor, training_ends
+from training.state import TrainerState, load_resume, save_resume, stop_reason
 
 
 def test_metrics_match_a_hand_computed_example():
@@ -213,7 +221,7 @@ def test_config_file_and_overrides(tmp_path):
     assert (config.epochs, config.model.hidden_size, config.model.dropout) == (7, 32, 0.5)
     assert config.model.context_features == ("age",)
     path.write_text("[train]\nepoch = 7\n")
-    with pytest.raises(Exception, match="unknown setting"):
+    with pytest.raises(InputError, match="unknown setting"):
         load_config(path)
 
 
@@ -253,3 +261,190 @@ def test_auto_context_uses_low_cardinality_user_columns_only():
     many = pl.DataFrame({"user_index": range(1, 202), "zip_code": [str(i) for i in range(201)]})
     assert context_vocabulary(many, "auto") == {}
     assert context_vocabulary(users, ("gender",)) == {"gender": ["F", "M"]}
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+# Two rows over a 3-item head with one-dimensional hidden states, so each logit is one number:
+# item 1 scores 0.5, item 2 scores -1.0 and item 3 scores 2.0 for both rows. Row 0's target is
+# item 1 and the shared negatives are items 1 and 3, so row 0 drew its own target.
+SCORES = (0.5, -1.0, 2.0)
+
+
+def accidental_hit_case():
+    hidden = torch.ones(2, 1)
+    weight = torch.tensor([[s] for s in SCORES])
+    return hidden, torch.tensor([1, 2]), weight, torch.zeros(3), torch.tensor([1, 3])
+
+
+def test_sampled_softmax_does_not_count_a_sampled_target_as_a_negative():
+    s1, s2, s3 = SCORES
+    # Row 0: its target against item 3 only; row 1: item 2 against items 1 and 3.
+    row0 = -math.log(math.exp(s1) / (math.exp(s1) + math.exp(s3)))
+    row1 = -math.log(math.exp(s2) / (math.exp(s2) + math.exp(s1) + math.exp(s3)))
+    unmasked_row0 = -math.log(math.exp(s1) / (2 * math.exp(s1) + math.exp(s3)))
+    loss = with_negatives("sampled-softmax", *accidental_hit_case()).item()
+    assert loss == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    assert loss != pytest.approx((unmasked_row0 + row1) / 2, rel=1e-3)
+
+
+def test_bce_does_not_count_a_sampled_target_as_a_negative():
+    s1, s2, s3 = SCORES
+    positive = (softplus(-s1) + softplus(-s2)) / 2
+    # Three (row, negative) pairs remain: (0, item 3), (1, item 1), (1, item 3).
+    negative = (softplus(s3) + softplus(s1) + softplus(s3)) / 3
+    unmasked = (2 * softplus(s1) + 2 * softplus(s3)) / 4
+    loss = with_negatives("bce", *accidental_hit_case()).item()
+    assert loss == pytest.approx(positive + negative, rel=1e-6)
+    assert loss != pytest.approx(positive + unmasked, rel=1e-3)
+
+
+def test_trainer_state_json_round_trip_and_older_states_without_the_counter():
+    state = TrainerState(
+        epoch=3,
+        step=42,
+        best_ndcg=0.25,
+        best_epoch=2,
+        elapsed=12.5,
+        history=[{"epoch": 1, "loss": 3.0, "valid": {"ndcg@10": 0.25}}],
+        epochs_without_gain=1,
+    )
+    assert TrainerState.from_json(json.loads(json.dumps(state.to_json()))) == state
+    older = {k: v for k, v in state.to_json().items() if k != "epochs_without_gain"}
+    assert TrainerState.from_json(older).epochs_without_gain == 0
+    assert TrainerState.from_json(older).best_epoch == 2
+
+
+def test_stop_reasons():
+    config = TrainConfig(patience=3, max_minutes=1.0)
+    assert stop_reason(TrainerState(epochs_without_gain=2, elapsed=59.0), config) is None
+    assert stop_reason(TrainerState(epochs_without_gain=3), config) == "patience"
+    assert stop_reason(TrainerState(elapsed=60.0), config) == "time budget"
+    assert stop_reason(TrainerState(elapsed=1e6), TrainConfig()) is None  # no budget set
+
+
+def test_resume_keeps_counting_epochs_without_gain_towards_patience(tmp_path):
+    config = TrainConfig(patience=3)
+    torch.manual_seed(0)
+    model = small_model()
+    optimizer = torch.optim.AdamW(parameter_groups(model, config))
+    model(torch.tensor([[1, 2, 3]])).sum().backward()
+    optimizer.step()
+    state = TrainerState()
+    assert state.observe(0.30, epoch=1, eval_every=1)  # the best so far
+    assert not state.observe(0.29, epoch=2, eval_every=1)
+    assert not state.observe(0.30, epoch=3, eval_every=1)  # equal is no gain
+    state.epoch = 3
+    assert stop_reason(state, config) is None
+    (tmp_path / "run").mkdir()
+    save_resume(tmp_path / "run" / "resume", model, optimizer, None, state)
+
+    resumed_model = small_model()
+    resumed_optimizer = torch.optim.AdamW(parameter_groups(resumed_model, config))
+    resumed = load_resume(resumed_model, resumed_optimizer, None, config, tmp_path / "run")
+    assert resumed == state and resumed.epochs_without_gain == 2
+    assert torch.equal(resumed_model.head_bias, model.head_bias)
+    # One more epoch without gain after the resume reaches the patience of 3.
+    assert not resumed.observe(0.28, epoch=4, eval_every=1)
+    assert stop_reason(resumed, config) == "patience"
+
+
+def version_1_checkpoint(directory):
+    """A checkpoint as the version-1 writer left it: config.json with exactly its keys, the
+    weights, and items.parquet without popularity; no parity sample."""
+    model_values = {
+        "backbone": "scratch",
+        "max_length": 8,
+        "hidden_size": 16,
+        "num_layers": 2,
+        "num_heads": 2,
+        "ffn_size": None,
+        "dropout": 0.0,
+        "attention_dropout": None,
+        "tie_weights": True,
+        "item_text": None,
+        "context_features": ["gender"],
+    }
+    model_config = ModelConfig(**{**model_values, "context_features": ("gender",)})
+    backbone_config = scratch_backbone_config(model_config, 1)
+    items = pl.DataFrame(
+        {"item_index": list(range(1, 31)), "item_id": [f"m{i}" for i in range(1, 31)]}
+    )
+    values = {
+        "format": "logitrec.checkpoint",
+        "format_version": 1,
+        "model": model_values,
+        "backbone_config": backbone_config,
+        "num_items": 30,
+        "hidden_size": 16,
+        "context_vocabulary": {"gender": ["F", "M"]},
+        "item_text": None,
+        "catalog_sha256": ckpt.catalog_hash(items),
+        "dataset": {"path": "/data/somewhere", "content_hash": "0" * 64},
+        "train": {"model": model_values, "epochs": 3, "seed": 42, "valid_users": None},
+        "versions": {"logitrec": "0.1.0", "torch": "2.13.0", "transformers": "4.0"},
+    }
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(values, indent=2))
+    torch.manual_seed(0)
+    model = LogitLM(model_config, build_backbone(backbone_config), 30, [2]).eval()
+    ckpt.save_weights(model, directory / "model.safetensors")
+    items.write_parquet(directory / "items.parquet")
+    return values, model
+
+
+def test_a_version_1_checkpoint_loads_and_its_config_round_trips(tmp_path):
+    values, model = version_1_checkpoint(tmp_path / "v1")
+    loaded, config = ckpt.load_checkpoint(tmp_path / "v1")
+    assert isinstance(config, ckpt.CheckpointConfig) and config.format_version == 1
+    assert config.model.max_length == 8 and config.model.context_features == ("gender",)
+    assert (config.num_items, config.hidden_size) == (30, 16)
+    assert config.context_vocabulary == {"gender": ["F", "M"]}
+    written = json.loads((tmp_path / "v1" / "config.json").read_text())
+    assert config.to_json() == written  # same keys, same values: it writes back unchanged
+    assert list(config.to_json()) == list(values)
+    assert ckpt.CheckpointConfig.from_json(config.to_json()) == config
+    items, context = torch.tensor([[0, 3, 4, 5]]), torch.tensor([[2]])
+    with torch.no_grad():
+        assert torch.equal(loaded(items, context), model(items, context))
+
+
+def test_a_version_1_checkpoint_says_how_to_add_what_export_needs(tmp_path):
+    version_1_checkpoint(tmp_path / "v1")
+    for reader in (ckpt.load_items, ckpt.load_parity_sample):
+        with pytest.raises(InputError) as caught:
+            reader(tmp_path / "v1")
+        message = str(caught.value)
+        assert str(tmp_path / "v1") in message
+        assert f"logitrec checkpoint upgrade {tmp_path / 'v1'} --data DATASET_DIR" in message
+
+
+def test_checkpoint_readers_refuse_other_formats_and_versions(tmp_path):
+    values, _ = version_1_checkpoint(tmp_path / "v1")
+    for changes in ({"format_version": 3}, {"format": "something.else"}):
+        (tmp_path / "v1" / "config.json").write_text(json.dumps({**values, **changes}))
+        with pytest.raises(InputError, match=r"expected logitrec\.checkpoint version 1 to 2"):
+            ckpt.read_config(tmp_path / "v1")
+    del values["catalog_sha256"]
+    (tmp_path / "v1" / "config.json").write_text(json.dumps(values))
+    with pytest.raises(InputError, match="catalog_sha256"):
+        ckpt.read_config(tmp_path / "v1")
+
+
+def test_items_and_parity_sample_round_trip_through_the_checkpoint(tmp_path):
+    items = pl.DataFrame(
+        {"item_id": ["c", "a", "b"], "item_index": [3, 1, 2], "title": ["C", "A", None]}
+    )
+    ckpt.write_items(tmp_path, items, np.array([7, 0, 2]))  # counts of items 1, 2, 3
+    loaded = ckpt.load_items(tmp_path)
+    assert loaded.columns == ["item_index", "item_id", "title", "popularity"]
+    assert loaded["item_id"].to_list() == ["a", "b", "c"]
+    assert loaded["popularity"].to_list() == [7, 0, 2] and loaded["popularity"].dtype == pl.Int64
+    histories, context = np.arange(12).reshape(3, 4), np.zeros((3, 0), dtype=np.int32)
+    ckpt.write_parity_sample(tmp_path, histories, context)
+    got_histories, got_context = ckpt.load_parity_sample(tmp_path)
+    assert got_histories.dtype == got_context.dtype == np.int64
+    assert np.array_equal(got_histories, histories) and got_context.shape == (3, 0)
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -1,1 +1,2 @@
-"""Training: data preparation now; model training and evaluation to come."""
+"""Training: data preparation (`training.data`), the logit language model, its training loop,
+full-ranking evaluation, and the checkpoint directory that export reads."""

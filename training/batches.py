@@ -1,9 +1,14 @@
 """Turn CSR sequences into left-padded id matrices for training and evaluation (pure numpy)."""
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from training.data.dataset import Dataset
 from training.data.split import SplitPositions
+
+if TYPE_CHECKING:  # checkpoint.py imports the model; batches stays pure numpy
+    from training.checkpoint import CheckpointConfig
 
 
 def left_padded(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
@@ -51,10 +56,10 @@ def validation_subset(num_targets: int, count: int | None, seed: int) -> np.ndar
     return np.sort(np.random.default_rng(seed).choice(num_targets, count, replace=False))
 
 
-def validated_users(checkpoint_config: dict, num_targets: int) -> np.ndarray | None:
+def validated_users(checkpoint_config: "CheckpointConfig", num_targets: int) -> np.ndarray | None:
     """The validation subset a checkpoint was trained with (rows of the validation split),
     rebuilt from the `valid_users` and `seed` its config.json records (None: every user)."""
-    train = checkpoint_config.get("train", {})
+    train = checkpoint_config.train
     return validation_subset(num_targets, train.get("valid_users"), train.get("seed", 42))
 
 

@@ -1,4 +1,5 @@
-"""`logitrec train` and `logitrec evaluate`: thin shells over trainer.train and evaluate."""
+"""`logitrec train`, `logitrec evaluate` and `logitrec checkpoint upgrade`: thin shells over
+trainer.train, evaluate.evaluate_split and serving_inputs.upgrade_checkpoint."""
 
 import json
 from pathlib import Path
@@ -108,14 +109,10 @@ def evaluate_command(
     as_json: bool = typer.Option(True, "--json/--table", help="One JSON object (default)."),
 ) -> None:
     """Full-ranking HR/NDCG/MRR at 10 and 20 on a split, seen items excluded."""
-    import torch
-
-    from training.batches import evaluation_rows, validated_users
+    from training.build import resolve_device
     from training.checkpoint import check_catalog, load_checkpoint
     from training.data.dataset import load_dataset
-    from training.evaluate import evaluate_popularity, evaluate_scores
-    from training.features import context_indices
-    from training.trainer import resolve_device
+    from training.evaluate import evaluate_split
 
     if split not in ("test", "valid"):
         raise InputError(f"--split: expected test or valid, got {split!r}")
@@ -123,24 +120,37 @@ def evaluate_command(
     target_device = resolve_device(device)
     model, config = load_checkpoint(checkpoint, target_device)
     check_catalog(config, dataset.items, data, checkpoint)
-    context = context_indices(dataset.users, config["context_vocabulary"])
-
-    def score(histories, users):
-        return model(histories, torch.as_tensor(context[users], device=target_device))
-
-    rows = evaluation_rows(dataset, split, config["model"]["max_length"])
-    # The validation split counts only the users validated on during training: the others may
-    # have trained on their validation item (see --train-valid-items).
-    subset = validated_users(config, len(rows["targets"])) if split == "valid" else None
-    with torch.no_grad():
-        metrics = evaluate_scores(
-            score, rows, batch_size=batch_size, device=target_device, subset=subset
-        )
-    result = {"split": split, "checkpoint": str(checkpoint), **metrics}
+    evaluated = evaluate_split(
+        model,
+        config,
+        dataset,
+        split,
+        device=target_device,
+        batch_size=batch_size,
+        baselines=baselines,
+    )
+    result = {"split": split, "checkpoint": str(checkpoint), **evaluated.model}
     if baselines:
-        result["most_popular"] = evaluate_popularity(dataset, rows, subset)
+        result["most_popular"] = evaluated.most_popular
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
         for key, value in result.items():
             typer.echo(f"{key:>14}  {value}")
+
+
+checkpoint_app = typer.Typer(
+    help="Maintain checkpoint directories.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+
+
+@checkpoint_app.command("upgrade")
+def upgrade_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint directory to complete in place."),
+    data: Path = typer.Option(..., "--data", help="The dataset it was trained on."),
+) -> None:
+    """Add what an older checkpoint lacks for export (item popularity, parity histories)."""
+    from training.serving_inputs import upgrade_checkpoint
+
+    written = upgrade_checkpoint(checkpoint, data)
+    typer.echo(json.dumps({"checkpoint": str(checkpoint), "written": written}, indent=2))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from logitrec.atomic import file_sha256, write_json
 from logitrec.errors import InputError
 from training.data.split import SplitPositions
 
@@ -59,14 +60,6 @@ class Dataset:
         return self.item_indices[self.offsets[user_index - 1] : self.offsets[user_index]]
 
 
-def file_sha256(path: Path, chunk_size: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_dataset(
     directory: Path,
     *,
@@ -100,7 +93,7 @@ def write_dataset(
         "file_sha256": hashes,
         "content_hash": combined,
     }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(directory / "manifest.json", manifest)
     return manifest
 
 

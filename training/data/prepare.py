@@ -8,12 +8,12 @@ import numpy as np
 import polars as pl
 
 import logitrec
-from logitrec.atomic import atomic_directory
+from logitrec.atomic import atomic_directory, file_sha256
 from logitrec.errors import InputError
 from logitrec.progress import StageTimer
 from training.data import split as splits
 from training.data.clean import CleanOptions, CleanReport, clean
-from training.data.dataset import file_sha256, write_dataset
+from training.data.dataset import write_dataset
 from training.data.readers import InteractionSource, read_interactions
 from training.data.tables import TableSource, align_id_types, read_id_map, read_side_table
 
