@@ -24,13 +24,15 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from logitrec import repository as layout
+from logitrec.gateway_process import GatewayFailed, running_gateway
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -49,36 +51,20 @@ def export(name: str, checkpoint: Path) -> None:
 
 @contextmanager
 def gateway(repository: Path, *args: str):
-    with tempfile.TemporaryDirectory() as scratch:
-        ready = Path(scratch) / "ready.json"
-        log = open(Path(scratch) / "log", "wb")  # noqa: SIM115 - closed below
-        process = subprocess.Popen(
-            [sys.executable, "-m", "logitrec", "serve", "--repository", str(repository),
-             "--port", "0", "--metrics-port", "0", "--ready-file", str(ready),
-             "--log-level", "warning", *args],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 120
-            while not ready.exists():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit((Path(scratch) / "log").read_text()[-3000:])
-                time.sleep(0.1)
-            ports = json.loads(ready.read_text())
-            yield f"127.0.0.1:{ports['port']}", f"http://127.0.0.1:{ports['metrics_port']}/metrics"
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-            log.close()
+    try:
+        with running_gateway(repository, "--log-level", "warning", *args) as running:
+            yield running.target, running.metrics_url
+    except GatewayFailed as error:
+        raise SystemExit(str(error)) from None
 
 
 def requests_for(repository: Path, name: str):
     import polars as pl
-    from logitrec_client._proto.logitrec.v1 import recommender_pb2 as pb
+    from logitrec_client.proto import recommender_pb2 as pb
 
-    version = repository / f"{name}_scorer" / "1"
-    histories = np.load(version / "parity_histories.npy")
-    ids = pl.read_parquet(version / "catalog.parquet").sort("index")["item_id"].to_list()
+    version = layout.scorer_dir(repository, name, 1)
+    histories = np.load(version / layout.PARITY_HISTORIES)
+    ids = pl.read_parquet(version / layout.CATALOG).sort("index")["item_id"].to_list()
     return [
         pb.RecommendRequest(history=[pb.Event(item_id=ids[i - 1]) for i in row if i], k=10)
         for row in histories
@@ -87,7 +73,7 @@ def requests_for(repository: Path, name: str):
 
 async def drive(target: str, requests, concurrency: int, seconds: float, warmup: float = 3.0):
     import grpc
-    from logitrec_client._proto.logitrec.v1 import recommender_pb2_grpc
+    from logitrec_client.proto import recommender_pb2_grpc
 
     channel = grpc.aio.insecure_channel(target)
     stub = recommender_pb2_grpc.RecommenderServiceStub(channel)

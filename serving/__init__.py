@@ -1,1 +1,1 @@
-"""Serving: the gRPC gateway (not implemented yet)."""
+"""Serving: the gRPC gateway over an exported model repository (never imports torch)."""

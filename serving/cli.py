@@ -9,7 +9,7 @@ import typer
 
 def serve_command(
     repository: Path | None = typer.Option(None, "--repository", help="Model repository."),
-    config: Path | None = typer.Option(None, "--config", help="TOML file with a [serve] table."),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with a 'serve' table."),
     model: str | None = typer.Option(None, "--model", help="Default model name."),
     backend: str | None = typer.Option(None, "--backend", help="embedded (default) or triton."),
     triton_url: str | None = typer.Option(None, "--triton-url", help="Triton gRPC host:port."),

@@ -5,6 +5,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from logitrec.errors import InputError
+from logitrec.repository import VERSIONS_SERVED
 
 BACKENDS = ("embedded", "triton")
 
@@ -18,13 +19,13 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int | None = 9464  # Prometheus /metrics over HTTP; None: off
-    max_batch_size: int = 64
+    max_batch_size: int = 64  # with --backend triton: at most the models' exported max_batch_size
     max_wait_ms: float = 2.0  # how long a batch waits to fill once its first request arrived
     max_queue: int = 1024  # queued requests per model version before RESOURCE_EXHAUSTED
     candidate_count: int = 4096  # FAISS candidates scored exactly per request
     exact_below: int = 20_000  # catalogs smaller than this are always scored exactly
     exact: bool = False  # score every item for every request (the reference for recall)
-    versions_served: int = 2  # newest versions loaded per model (export's Triton configs: 2)
+    versions_served: int = VERSIONS_SERVED  # newest versions loaded per model, as Triton serves
     max_history: int = 10_000  # events per request; more is refused (INVALID_ARGUMENT)
     max_message_bytes: int = 8 * 1024 * 1024
     threads: int | None = None  # ONNX Runtime intra-op threads (None: its default)

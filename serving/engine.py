@@ -13,18 +13,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from logitrec.errors import InputError
+from logitrec.mips import search
+from logitrec.repository import complete_versions, model_names
 from serving import pipeline
 from serving.backends import Backend
 from serving.batcher import MicroBatcher
 from serving.config import ServeConfig
 from serving.metrics import GatewayMetrics
-from serving.pipeline import Query, Ranked
-from serving.registry import ModelVersion, Registry, complete_versions, load_version, model_names
+from serving.pipeline import Ranked
+from serving.query import Query, prepare_query
+from serving.registry import ModelVersion, Registry, load_version
 
 log = logging.getLogger("logitrec.gateway")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Answer:
     ranked: Ranked
     timings: dict[str, float]
@@ -37,8 +41,6 @@ class Engine:
         self.metrics = metrics
         names = model_names(config.repository)
         if not names:
-            from logitrec.errors import InputError
-
             raise InputError(f"{config.repository}: no exported model versions found")
         default = config.model or names[0]
         if config.model is None and len(names) > 1:
@@ -79,7 +81,7 @@ class Engine:
 
     async def _warm_up(self, model: ModelVersion) -> None:
         """One real batch through encoder, index and scorer before traffic is let in."""
-        query = pipeline.prepare_query(model, [model.item_ids[0]], k=min(10, model.num_items))
+        query = prepare_query(model, [model.item_ids[0]], k=min(10, model.num_items))
         await self._run_batch(model, [query], [0.0])
 
     def _on_batch(self, size: int, depth: int) -> None:
@@ -99,41 +101,49 @@ class Engine:
     async def _run_batch(
         self, model: ModelVersion, queries: Sequence[Query], waits: Sequence[float]
     ) -> list[Answer]:
-        answers: list[Answer | None] = [None] * len(queries)
-        for row, query in enumerate(queries):
-            if query.fallback:
-                answers[row] = Answer(pipeline.popularity_ranking(model, query), {})
+        ranked: list[Ranked | None] = [
+            pipeline.popularity_ranking(model, q) if q.fallback else None for q in queries
+        ]
         rows = [r for r, q in enumerate(queries) if not q.fallback]
         stages = {"encode": 0.0, "retrieve": 0.0, "score": 0.0}
         if rows:
             batch = [queries[r] for r in rows]
-            started = time.perf_counter()
-            vectors = await self.backend.encode(
-                model, pipeline.pad_histories(batch), pipeline.context_matrix(batch)
-            )
-            stages["encode"] = time.perf_counter() - started
-
-            started = time.perf_counter()
-            candidates = await self._candidates(model, batch, vectors)
-            stages["retrieve"] = time.perf_counter() - started
-
-            started = time.perf_counter()
-            padded = pipeline.pad_candidates(candidates)
-            logits = await self.backend.score(model, vectors, padded)
-            for row, query, ids, values in zip(rows, batch, padded, logits, strict=True):
-                ranked = (
-                    pipeline.in_request_order(ids, values)
-                    if query.score_items is not None
-                    else pipeline.top_k(ids, values, query.k)
-                )
-                answers[row] = Answer(ranked, {})
-            stages["score"] = time.perf_counter() - started
+            for row, result in zip(rows, await self._rank(model, batch, stages), strict=True):
+                ranked[row] = result
             for stage, seconds in stages.items():
                 self.metrics.stage_duration.labels(stage).observe(seconds)
-        for answer, wait in zip(answers, waits, strict=True):
+        for wait in waits:
             self.metrics.stage_duration.labels("queue").observe(wait)
-            answer.timings = {"queue": wait, **stages}
-        return answers
+        return [
+            Answer(result, {"queue": wait, **stages})
+            for result, wait in zip(ranked, waits, strict=True)
+        ]
+
+    async def _rank(
+        self, model: ModelVersion, batch: Sequence[Query], stages: dict[str, float]
+    ) -> list[Ranked]:
+        """Encode, retrieve and score the model's rows of a batch; `stages` gets the seconds."""
+        started = time.perf_counter()
+        vectors = await self.backend.encode(
+            model, pipeline.pad_histories(batch), pipeline.context_matrix(batch)
+        )
+        stages["encode"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        candidates = await self._candidates(model, batch, vectors)
+        stages["retrieve"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        padded = pipeline.pad_candidates(candidates)
+        logits = await self.backend.score(model, vectors, padded)
+        ranked = [
+            pipeline.in_request_order(ids, values)
+            if query.score_items is not None
+            else pipeline.top_k(ids, values, query.k)
+            for query, ids, values in zip(batch, padded, logits, strict=True)
+        ]
+        stages["score"] = time.perf_counter() - started
+        return ranked
 
     async def _candidates(
         self, model: ModelVersion, batch: Sequence[Query], vectors: np.ndarray
@@ -156,8 +166,6 @@ class Engine:
                 pipeline.search_width(batch[i], self.config.candidate_count, model.num_items)
                 for i in pruned_rows
             )
-            from export.index import search  # numpy + faiss only: the same code export tested
-
             loop = asyncio.get_running_loop()
             found = await loop.run_in_executor(
                 None, search, model.faiss_index, vectors[pruned_rows], width

@@ -1,7 +1,7 @@
 """Exported model versions as the gateway sees them: catalog, id maps, FAISS index, file paths.
 
-Reads only what `logitrec export` wrote (a version is complete once its scorer directory holds
-manifest.json), never the training code or torch.
+Reads only what `logitrec export` wrote, through the repository contract (logitrec.repository),
+never the training code or torch.
 """
 
 from dataclasses import dataclass
@@ -10,17 +10,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from logitrec import repository as layout
 from logitrec.errors import InputError
 from serving.errors import ModelNotFound
-
-MANIFEST_FORMAT = "logitrec.model-version"
 
 
 @dataclass(frozen=True, eq=False)
 class ModelVersion:
     name: str
     version: int
-    manifest: dict
+    manifest: layout.Manifest
     encoder_path: Path
     scorer_path: Path
     item_ids: np.ndarray  # external ids; item index i (from 1) is item_ids[i - 1]
@@ -36,65 +35,47 @@ class ModelVersion:
 
     @property
     def max_length(self) -> int:
-        return int(self.manifest["max_length"])
+        return self.manifest.max_length
 
     @property
     def hidden_size(self) -> int:
-        return int(self.manifest["hidden_size"])
+        return self.manifest.hidden_size
 
     @property
     def context_features(self) -> list[str]:
-        return list(self.manifest["context_features"])
+        return self.manifest.context_features
 
     @property
     def index_type(self) -> str:
-        return self.manifest["index"]["factory"]
-
-
-def model_names(repository: Path) -> list[str]:
-    return sorted(
-        folder.name.removesuffix("_scorer")
-        for folder in Path(repository).glob("*_scorer")
-        if any((p / "manifest.json").is_file() for p in folder.iterdir() if p.name.isdigit())
-    )
-
-
-def complete_versions(repository: Path, name: str) -> list[int]:
-    folder = Path(repository) / f"{name}_scorer"
-    if not folder.is_dir():
-        return []
-    return sorted(
-        int(p.name)
-        for p in folder.iterdir()
-        if p.name.isdigit() and (p / "manifest.json").is_file()
-    )
+        return self.manifest.index["factory"]
 
 
 def load_version(repository: Path, name: str, version: int) -> ModelVersion:
-    import json
-
+    """Read one exported version; InputError naming the file when anything is missing or wrong."""
     import faiss
 
     repository = Path(repository)
-    scorer_dir = repository / f"{name}_scorer" / str(version)
-    manifest = json.loads((scorer_dir / "manifest.json").read_text())
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise InputError(f"{scorer_dir / 'manifest.json'}: not a {MANIFEST_FORMAT} manifest")
-    catalog = pl.read_parquet(scorer_dir / "catalog.parquet").sort("index")
-    item_ids = catalog["item_id"].to_numpy().astype(object)
-    if catalog["index"].to_list() != list(range(1, len(item_ids) + 1)):
-        raise InputError(f"{scorer_dir / 'catalog.parquet'}: indices are not 1..N")
-    context_lookup = {
-        feature: {value: i for i, value in enumerate(values, start=1)}
-        for feature, values in manifest["context_vocabulary"].items()
-    }
-    paths = {
-        kind: repository / f"{name}_{kind}" / str(version) / "model.onnx"
-        for kind in ("encoder", "scorer")
-    }
+    scorer_dir = layout.scorer_dir(repository, name, version)
+    manifest = layout.read_manifest(scorer_dir)
+    paths = {kind: layout.model_file(repository, name, kind, version) for kind in layout.KINDS}
     for kind, path in paths.items():
         if not path.is_file():
             raise InputError(f"{path}: the {kind} of {name} version {version} is missing")
+    catalog_path = scorer_dir / layout.CATALOG
+    if not catalog_path.is_file():
+        raise InputError(f"{catalog_path}: the catalog of {name} version {version} is missing")
+    catalog = pl.read_parquet(catalog_path).sort("index")
+    item_ids = catalog["item_id"].to_numpy().astype(object)
+    if catalog["index"].to_list() != list(range(1, len(item_ids) + 1)):
+        raise InputError(f"{catalog_path}: indices are not 1..N")
+    if len(item_ids) != manifest.num_items:
+        raise InputError(
+            f"{catalog_path}: {len(item_ids)} items, but the manifest says {manifest.num_items}"
+        )
+    context_lookup = {
+        feature: {value: i for i, value in enumerate(values, start=1)}
+        for feature, values in manifest.context_vocabulary.items()
+    }
     return ModelVersion(
         name=name,
         version=version,
@@ -106,7 +87,7 @@ def load_version(repository: Path, name: str, version: int) -> ModelVersion:
         popularity=catalog["popularity"].to_numpy().astype(np.float64),
         index_of={item_id: i for i, item_id in enumerate(item_ids, start=1)},
         context_lookup=context_lookup,
-        faiss_index=faiss.read_index(str(scorer_dir / "faiss.index")),
+        faiss_index=faiss.read_index(str(scorer_dir / layout.FAISS_INDEX)),
     )
 
 

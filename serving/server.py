@@ -14,7 +14,7 @@ from contextlib import suppress
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from logitrec_client._proto.logitrec.v1 import recommender_pb2, recommender_pb2_grpc
+from logitrec_client.proto import recommender_pb2, recommender_pb2_grpc
 
 from serving.backends import make_backend
 from serving.config import ServeConfig

@@ -6,16 +6,17 @@ import time
 import uuid
 
 import grpc
-from logitrec_client._proto.logitrec.v1 import recommender_pb2 as pb
-from logitrec_client._proto.logitrec.v1 import recommender_pb2_grpc
+from logitrec_client.proto import recommender_pb2 as pb
+from logitrec_client.proto import recommender_pb2_grpc
 
-from serving import pipeline
 from serving.engine import Answer, Engine
 from serving.errors import BackendUnavailable, InvalidRequest, status_of
+from serving.query import Query, item_ids_of, prepare_query, ranked_items, unknown_scored_ids
 from serving.registry import ModelVersion
 
 log = logging.getLogger("logitrec.gateway")
 MAX_BATCH_REQUESTS = 1024
+LOGGED_ID_CHARS = 64  # request_id and user_id in failure logs: enough to trace, never unbounded
 
 
 class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
@@ -25,64 +26,81 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
         self.metrics = engine.metrics
 
     # -- the one place where exceptions become gRPC statuses ------------------------------
-    async def _answer(self, method: str, context: grpc.aio.ServicerContext, work):
+    async def _answer(self, method: str, context: grpc.aio.ServicerContext, request, work):
         started = time.perf_counter()
         try:
             if not self.engine.ready:
                 work.close()
                 raise BackendUnavailable("the gateway is still loading its models")
             return await work
+        except asyncio.CancelledError:
+            # The caller went away or its deadline passed: gRPC ends the call, we count it.
+            self.metrics.failures.labels("cancelled").inc()
+            raise
         except Exception as error:
             code, message, reason = status_of(error)
             self.metrics.failures.labels(reason).inc()
+            # The caller's ids, cut short, so a failure can be traced to who asked.
+            ids = {
+                name: getattr(request, name, "")[:LOGGED_ID_CHARS]
+                for name in ("request_id", "user_id")
+            }
             if code == grpc.StatusCode.INTERNAL:
-                log.exception("%s failed", method)
+                log.exception("%s failed", method, extra=ids)
             else:
-                log.info("%s refused: %s (%s)", method, message, code.name)
+                log.info("%s refused: %s (%s)", method, message, code.name, extra=ids)
             await context.abort(code, message)
         finally:
             self.metrics.request_duration.labels(method).observe(time.perf_counter() - started)
 
     # -- RPCs -------------------------------------------------------------------------------
     async def Recommend(self, request, context):
-        return await self._answer("Recommend", context, self._recommend(request, context))
+        return await self._answer("Recommend", context, request, self._recommend(request, context))
 
     async def RecommendBatch(self, request, context):
         return await self._answer(
-            "RecommendBatch", context, self._recommend_batch(request, context)
+            "RecommendBatch", context, request, self._recommend_batch(request, context)
         )
 
     async def Score(self, request, context):
-        return await self._answer("Score", context, self._score(request, context))
+        return await self._answer("Score", context, request, self._score(request, context))
 
     async def GetModelInfo(self, request, context):
-        return await self._answer("GetModelInfo", context, self._model_info(request))
+        return await self._answer("GetModelInfo", context, request, self._model_info(request))
 
     # -- implementations --------------------------------------------------------------------
     def _deadline(self, context) -> float | None:
         remaining = context.time_remaining()
         return None if remaining is None else time.monotonic() + remaining
 
-    def _query(self, request: pb.RecommendRequest, deadline):
-        if request.explain:
-            raise InvalidRequest("explain", "explanations are not available in this version")
+    def _query(self, request, deadline, **options) -> tuple[ModelVersion, Query]:
+        """The request's model and its validated Query (Recommend and Score share this)."""
         model = self.engine.registry.get(request.model, request.model_version)
-        query = pipeline.prepare_query(
+        query = prepare_query(
             model,
             [event.item_id for event in request.history],
             context=dict(request.context),
+            max_history=self.config.max_history,
+            deadline=deadline,
+            **options,
+        )
+        return model, query
+
+    def _recommend_query(self, request: pb.RecommendRequest, deadline):
+        if request.explain:
+            raise InvalidRequest("explain", "explanations are not available in this version")
+        return self._query(
+            request,
+            deadline,
             k=request.k,
             exclude_seen=request.exclude_seen if request.HasField("exclude_seen") else True,
             exclude_ids=list(request.exclude_item_ids),
             allowed_ids=list(request.allowed_item_ids),
-            max_history=self.config.max_history,
         )
-        query.deadline = deadline
-        return model, query
 
     async def _recommend(self, request, context) -> pb.RecommendResponse:
         received = time.perf_counter()
-        model, query = self._query(request, self._deadline(context))
+        model, query = self._recommend_query(request, self._deadline(context))
         answer = await self.engine.submit(model, query)
         return self._response(request, model, query, answer, received)
 
@@ -96,7 +114,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
         prepared = []
         for i, item in enumerate(request.requests):
             try:
-                prepared.append(self._query(item, deadline))
+                prepared.append(self._recommend_query(item, deadline))
             except InvalidRequest as error:  # say which request of the batch was wrong
                 raise InvalidRequest(f"requests[{i}].{error.field}", error.problem) from None
 
@@ -108,23 +126,19 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
             ]
         )
 
-    def _response(self, request, model: ModelVersion, query, answer: Answer, received):
-        ranked = answer.ranked
-        probabilities = pipeline.softmax(ranked.logits.astype(float))
-        items = [
-            pb.RecommendedItem(
-                item_id=str(model.item_ids[index - 1]),
-                logit=float(logit),
-                probability=float(p),
-                rank=rank,
-                title=model.titles[index - 1] or "",
-            )
-            for rank, (index, logit, p) in enumerate(
-                zip(ranked.items, ranked.logits, probabilities, strict=True), start=1
-            )
-        ]
+    def _response(self, request, model: ModelVersion, query: Query, answer: Answer, received):
+        items = ranked_items(model, answer.ranked.items, answer.ranked.logits)
         return pb.RecommendResponse(
-            items=items,
+            items=[
+                pb.RecommendedItem(
+                    item_id=i.item_id,
+                    logit=i.logit,
+                    probability=i.probability,
+                    rank=i.rank,
+                    title=i.title,
+                )
+                for i in items
+            ],
             model=model.name,
             model_version=model.version,
             unknown_item_ids=query.unknown_item_ids,
@@ -146,27 +160,18 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
 
     async def _score(self, request, context) -> pb.ScoreResponse:
         received = time.perf_counter()
-        model = self.engine.registry.get(request.model, request.model_version)
         item_ids = list(request.item_ids)
-        query = pipeline.prepare_query(
-            model,
-            [event.item_id for event in request.history],
-            context=dict(request.context),
-            exclude_seen=False,
-            score_ids=item_ids,
-            max_history=self.config.max_history,
+        model, query = self._query(
+            request, self._deadline(context), exclude_seen=False, score_ids=item_ids
         )
-        query.deadline = self._deadline(context)
         answer = await self.engine.submit(model, query)
+        scored = zip(item_ids_of(model, answer.ranked.items), answer.ranked.logits, strict=True)
         return pb.ScoreResponse(
-            items=[
-                pb.ScoredItem(item_id=str(model.item_ids[i - 1]), logit=float(v))
-                for i, v in zip(answer.ranked.items, answer.ranked.logits, strict=True)
-            ],
+            items=[pb.ScoredItem(item_id=i, logit=float(v)) for i, v in scored],
             model=model.name,
             model_version=model.version,
             unknown_item_ids=query.unknown_item_ids,
-            unknown_scored_item_ids=pipeline.unknown_scored_ids(model, item_ids),
+            unknown_scored_item_ids=unknown_scored_ids(model, item_ids),
             timings=self._timings(answer, received),
             request_id=request.request_id or uuid.uuid4().hex,
         )

@@ -1,16 +1,15 @@
 """Shared fixtures: the CLI as a user runs it, and the shared ML-1M folder when present."""
 
 import contextlib
-import json
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from logitrec import gateway_process
 from logitrec.processes import stop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,18 +92,28 @@ def tiny_checkpoints(tiny_dataset, tmp_path_factory) -> list[Path]:
     return checkpoints
 
 
+@pytest.fixture(scope="session")
+def tiny_repository(tiny_checkpoints, tmp_path_factory) -> Path:
+    """The first tiny checkpoint exported once (model "tiny", version 1, Triton's Python-backend
+    configs, which the embedded gateway serves as well). Shared: tests only read it, and a test
+    that adds versions works on a copy (`copy_repository`)."""
+    folder = tmp_path_factory.mktemp("tiny-repository") / "models"
+    run_cli(
+        "export", "--checkpoint", tiny_checkpoints[0], "--repository", folder, "--name", "tiny",
+        "--triton-backend", "python",
+    )  # fmt: skip
+    return folder
+
+
+def copy_repository(repository: Path, into: Path) -> Path:
+    """A private copy of an exported repository, for tests that change it."""
+    return Path(shutil.copytree(repository, Path(into) / "models"))
+
+
 def spawn_gateway(repository, scratch: Path, *args) -> tuple[subprocess.Popen, Path, Path]:
     """Start `logitrec serve` on free ports without waiting: (process, ready file, log file)."""
-    ready = Path(scratch) / "ready.json"
-    log_path = Path(scratch) / "gateway.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "logitrec", "serve", "--repository", str(repository),
-             "--port", "0", "--metrics-port", "0", "--ready-file", str(ready),
-             *map(str, args)],  # a later --port in args wins (click keeps the last)
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-        )  # fmt: skip
-    return process, ready, log_path
+    gateway = gateway_process.spawn_gateway(repository, scratch, *args)
+    return gateway.process, gateway.ready_file, gateway.log_path
 
 
 stop_process = stop  # tests stop gateway processes as the product stops Triton
@@ -114,22 +123,7 @@ stop_process = stop  # tests stop gateway processes as the product stops Triton
 def running_gateway(repository, *args, timeout: float = 60.0):
     """`logitrec serve` in a subprocess on free ports; yields (grpc target, metrics URL, process).
 
-    Ready means the gateway wrote its --ready-file (models loaded and warmed up); a gateway that
-    dies or takes longer than `timeout` fails the test with its log.
+    A gateway that dies or is not ready within `timeout` fails the test with its log.
     """
-    with tempfile.TemporaryDirectory() as scratch:
-        process, ready, log_path = spawn_gateway(repository, Path(scratch), *args)
-        try:
-            deadline = time.monotonic() + timeout
-            while not ready.exists():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"gateway did not start:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.1)
-            ports = json.loads(ready.read_text())
-            yield (
-                f"127.0.0.1:{ports['port']}",
-                f"http://127.0.0.1:{ports['metrics_port']}/metrics",
-                process,
-            )
-        finally:
-            stop_process(process)
+    with gateway_process.running_gateway(repository, *args, timeout=timeout) as gateway:
+        yield gateway.target, gateway.metrics_url, gateway.process

@@ -18,8 +18,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from logitrec_client._proto.logitrec.v1 import recommender_pb2 as pb
-from logitrec_client._proto.logitrec.v1 import recommender_pb2_grpc
+from logitrec_client.proto import recommender_pb2 as pb
+from logitrec_client.proto import recommender_pb2_grpc
 
 SERVICE = "logitrec.v1.RecommenderService"
 CATALOG = {

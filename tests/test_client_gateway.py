@@ -1,9 +1,10 @@
 """The client SDK against the real gateway (a `logitrec serve` process on an exported model)."""
 
 import socket
+import urllib.request
 
 import pytest
-from conftest import run_cli, running_gateway, spawn_gateway, stop_process
+from conftest import running_gateway, spawn_gateway, stop_process
 from logitrec_client import (
     AsyncRecommenderClient,
     DeadlineExceeded,
@@ -18,10 +19,8 @@ from logitrec_client import (
 
 
 @pytest.fixture(scope="module")
-def repository(tiny_checkpoints, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("client-gateway") / "models"
-    run_cli("export", "--checkpoint", tiny_checkpoints[0], "--repository", folder, "--name", "tiny")
-    return folder
+def repository(tiny_repository):
+    return tiny_repository
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +62,31 @@ def test_server_errors_become_the_sdk_exceptions(target):
             client.recommend(["1"], k=0)
         with pytest.raises(NotFound, match="model"):
             client.recommend(["1"], k=3, model="missing")
-        with pytest.raises(DeadlineExceeded):
-            client.recommend(["1"], k=3, timeout=1e-6)
         assert len(client.recommend(["1"], k=3)) == 3  # the server kept serving
+
+
+def scrape(metrics_url: str) -> dict[str, float]:
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    samples = (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    return {name: float(value) for name, value in samples}
+
+
+def test_a_deadline_that_passes_in_the_queue_costs_no_inference(repository):
+    # Batches wait 1.5 s to fill: the first request's 0.3 s deadline passes while it is queued.
+    with (
+        running_gateway(repository, "--max-wait-ms", 1500) as (target, metrics_url, _process),
+        RecommenderClient(target) as client,
+    ):
+        before = scrape(metrics_url)
+        with pytest.raises(DeadlineExceeded):
+            client.recommend(["1"], k=3, timeout=0.3)
+        # The batcher is first-in first-out: once this answer is back, the expired one is settled.
+        assert len(client.recommend(["2"], k=3, timeout=30)) == 3
+        after = scrape(metrics_url)
+    cancelled = 'logitrec_request_failures_total{reason="cancelled"}'
+    assert after[cancelled] - before.get(cancelled, 0.0) == 1
+    # One request went through the model: the expired one was dropped before inference.
+    assert after["logitrec_batch_size_sum"] - before["logitrec_batch_size_sum"] == 1
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from logitrec_client import RetryPolicy, TlsConfig
-from logitrec_client._proto.logitrec.v1 import recommender_pb2_grpc
+from logitrec_client.proto import recommender_pb2_grpc
 
 CLIENT = Path(__file__).resolve().parents[1] / "clients" / "python"
 PROJECT = tomllib.loads((CLIENT / "pyproject.toml").read_text())["project"]

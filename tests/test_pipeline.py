@@ -1,10 +1,13 @@
-"""The gateway's pure core: request validation and id mapping, padding, candidates, ranking."""
+"""The gateway's pure core: request validation and id mapping in and out, padding, candidates,
+ranking."""
 
 import numpy as np
 import pytest
 
+from logitrec.repository import Manifest
 from serving import pipeline
 from serving.errors import InvalidRequest
+from serving.query import prepare_query, ranked_items, softmax
 from serving.registry import ModelVersion
 
 
@@ -13,8 +16,11 @@ def model(num_items=6, max_length=3):
     return ModelVersion(
         name="m",
         version=1,
-        manifest={"max_length": max_length, "hidden_size": 4, "context_features": ["g"],
-                  "index": {"factory": "Flat"}},
+        manifest=Manifest(
+            name="m", version=1, num_items=num_items, hidden_size=4, max_length=max_length,
+            context_vocabulary={"g": ["F", "M"]}, index={"factory": "Flat"}, opset=17,
+            precision="fp32", triton_backend="python", device="cpu", catalog_sha256="",
+        ),
         encoder_path=None,
         scorer_path=None,
         item_ids=ids,
@@ -27,14 +33,12 @@ def model(num_items=6, max_length=3):
 
 
 def test_history_is_mapped_trimmed_to_the_window_and_unknown_ids_reported():
-    query = pipeline.prepare_query(
-        model(), ["i1", "x", "i2", "i3", "i4", "x"], context={"g": "M"}, k=2
-    )
+    query = prepare_query(model(), ["i1", "x", "i2", "i3", "i4", "x"], context={"g": "M"}, k=2)
     assert query.items.tolist() == [2, 3, 4] and query.truncated_to == 3
-    assert query.unknown_item_ids == ["x"]
+    assert query.unknown_item_ids == ("x",)
     assert query.exclude.tolist() == [1, 2, 3, 4]  # every seen item, not just the window
     assert query.context.tolist() == [2]
-    unknown_value = pipeline.prepare_query(model(), ["i1"], context={"g": "other"}, k=2)
+    unknown_value = prepare_query(model(), ["i1"], context={"g": "other"}, k=2)
     assert unknown_value.context.tolist() == [0]
 
 
@@ -54,13 +58,13 @@ def test_history_is_mapped_trimmed_to_the_window_and_unknown_ids_reported():
 )
 def test_invalid_requests_name_the_field(arguments, field):
     with pytest.raises(InvalidRequest) as caught:
-        pipeline.prepare_query(model(), ["i1"], **{"k": 2, **arguments})
+        prepare_query(model(), ["i1"], **{"k": 2, **arguments})
     assert caught.value.field == field and str(caught.value).startswith(f"{field}: ")
 
 
 def test_padding_and_exact_candidates():
     m = model()
-    queries = [pipeline.prepare_query(m, h, k=2) for h in (["i1"], ["i2", "i3"])]
+    queries = [prepare_query(m, h, k=2) for h in (["i1"], ["i2", "i3"])]
     assert pipeline.pad_histories(queries).tolist() == [[0, 1], [2, 3]]
     assert pipeline.exact_candidates(queries[1], m.num_items).tolist() == [1, 4, 5, 6]
     assert pipeline.pad_candidates([np.array([1]), np.array([2, 3])]).tolist() == [[1, 0], [2, 3]]
@@ -72,17 +76,28 @@ def test_top_k_orders_by_logit_and_never_returns_padding():
     assert ranked.logits.tolist() == [2.0, 1.0, 0.5]
 
 
-def test_pruned_candidates_drop_exclusions_and_keep_index_order():
-    query = pipeline.prepare_query(model(), ["i2"], exclude_ids=["i5"], k=2)
-    found = np.array([5, 2, 3, 0, 0])
-    assert pipeline.pruned_candidates(query, found, 2).tolist() == [3]
+def test_pruned_candidates_drop_exclusions_and_keep_the_index_order():
+    query = prepare_query(model(), ["i2"], exclude_ids=["i5"], k=2)
+    found = np.array([6, 5, 2, 1, 3, 0, 0])  # best first, as FAISS returns them; 0 = no hit
+    assert pipeline.pruned_candidates(query, found, 3).tolist() == [6, 1, 3]
+    assert pipeline.pruned_candidates(query, found, 2).tolist() == [6, 1]
     assert pipeline.search_width(query, 4, 6) == 6
+    assert pipeline.search_width(query, 1, 6) == 3  # one candidate plus the two exclusions
 
 
 def test_popularity_fallback_respects_exclusions():
     m = model()
-    query = pipeline.prepare_query(m, [], k=3, exclude_ids=["i3"])
+    query = prepare_query(m, [], k=3, exclude_ids=["i3"])
     assert query.fallback
     assert pipeline.popularity_ranking(m, query).items.tolist() == [1, 5, 6]
-    probabilities = pipeline.softmax(np.array([1.0, 1.0]))
+    probabilities = softmax(np.array([1.0, 1.0]))
     assert probabilities.tolist() == [0.5, 0.5]
+
+
+def test_ranked_items_map_indices_back_to_ids_titles_and_probabilities():
+    m = model()
+    items = ranked_items(m, np.array([3, 1]), np.array([2.0, 0.0], dtype=np.float32))
+    assert [(i.item_id, i.rank) for i in items] == [("i3", 1), ("i1", 2)]
+    assert items[0].title == "" and items[0].logit == 2.0
+    assert items[0].probability == pytest.approx(1 / (1 + np.exp(-2.0)))
+    assert sum(i.probability for i in items) == pytest.approx(1.0)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import copy_repository, run_cli
 
 from logitrec.triton_local import load_model, run_triton, triton_venv
 from training.checkpoint import load_checkpoint
@@ -32,9 +32,8 @@ def export(checkpoint, repository):
 
 
 @pytest.fixture(scope="module")
-def triton(tiny_checkpoints, tmp_path_factory):
-    repository = tmp_path_factory.mktemp("triton") / "models"
-    export(tiny_checkpoints[0], repository)
+def triton(tiny_repository, tmp_path_factory):
+    repository = copy_repository(tiny_repository, tmp_path_factory.mktemp("triton"))
     with run_triton(repository) as server:
         for model in ("tiny_encoder", "tiny_scorer"):
             load_model(server, model)

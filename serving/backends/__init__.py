@@ -8,7 +8,7 @@ def make_backend(config: ServeConfig) -> Backend:
     if config.backend == "triton":
         from serving.backends.triton import TritonBackend
 
-        return TritonBackend(config.triton_url)
+        return TritonBackend(config.triton_url, max_batch_size=config.max_batch_size)
     from serving.backends.embedded import EmbeddedBackend
 
     return EmbeddedBackend(threads=config.threads)

@@ -1,7 +1,7 @@
 """ONNX Runtime in the gateway's process (CUDA when the installed onnxruntime has it, else CPU).
 
-Sessions run in a thread pool: ONNX Runtime releases the GIL, and the event loop keeps
-accepting requests (and forming the next batch) while a batch computes.
+Sessions run in a thread pool, so the event loop stays free for gRPC while a batch computes:
+requests keep arriving and queue up for the next batch (the batcher runs one batch at a time).
 """
 
 import asyncio
@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from logitrec.repository import CANDIDATES, CONTEXT, ITEMS, USER_VECTOR
 from serving.registry import ModelVersion
 
 
@@ -39,21 +40,20 @@ class EmbeddedBackend:
         )
         self._sessions[(model.name, model.version)] = {"encoder": encoder, "scorer": scorer}
 
-    async def encode(self, model, items, context) -> np.ndarray:
-        feed = {"items": items}
-        if context.shape[1]:
-            feed["context"] = context
-        session = self._sessions[(model.name, model.version)]["encoder"]
+    async def _run(self, model: ModelVersion, kind: str, feed: dict) -> np.ndarray:
+        session = self._sessions[(model.name, model.version)][kind]
         loop = asyncio.get_running_loop()
-        (vectors,) = await loop.run_in_executor(self.executor, session.run, None, feed)
-        return vectors
+        (output,) = await loop.run_in_executor(self.executor, session.run, None, feed)
+        return output
+
+    async def encode(self, model, items, context) -> np.ndarray:
+        feed = {ITEMS: items}
+        if context.shape[1]:
+            feed[CONTEXT] = context
+        return await self._run(model, "encoder", feed)
 
     async def score(self, model, user_vectors, candidates) -> np.ndarray:
-        session = self._sessions[(model.name, model.version)]["scorer"]
-        feed = {"user_vector": user_vectors, "candidates": candidates}
-        loop = asyncio.get_running_loop()
-        (logits,) = await loop.run_in_executor(self.executor, session.run, None, feed)
-        return logits
+        return await self._run(model, "scorer", {USER_VECTOR: user_vectors, CANDIDATES: candidates})
 
     async def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

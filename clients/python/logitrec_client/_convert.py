@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from logitrec_client import queries
-from logitrec_client._proto.logitrec.v1 import recommender_pb2 as pb
+from logitrec_client.proto import recommender_pb2 as pb
 from logitrec_client.queries import HistoryLike, RecommendQuery, history_events
 from logitrec_client.results import (
     ModelInfo,

@@ -8,10 +8,10 @@ from typing import Any
 
 from logitrec_client import _convert
 from logitrec_client._base import ClientBase
-from logitrec_client._proto.logitrec.v1 import recommender_pb2_grpc
 from logitrec_client.config import SERVICE_NAME
 from logitrec_client.errors import NotFound, rpc_errors_as_logitrec_errors
 from logitrec_client.health import CHECK_METHOD, decode_status, encode_request
+from logitrec_client.proto import recommender_pb2_grpc
 from logitrec_client.queries import DEFAULT_K, HistoryLike, RecommendQuery
 from logitrec_client.results import HealthStatus, ModelInfo, Recommendations, Scores
 

@@ -1,0 +1,164 @@
+"""A request in the model's terms and back: validate it and map external ids to item indices
+(a frozen Query, built once), and map ranked item indices back to ids, titles and probabilities.
+
+Pure: no I/O and no asyncio; errors name the request field.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving.errors import InvalidRequest
+from serving.registry import ModelVersion
+
+
+@dataclass(frozen=True, eq=False)
+class Query:
+    """One validated request with ids mapped to item indices (1..N), ready to batch."""
+
+    items: np.ndarray  # known history, oldest first, at most the model's window
+    context: np.ndarray  # [F] context indices (0 = unknown)
+    k: int
+    exclude: np.ndarray  # item indices never to return (seen + excluded)
+    allowed: np.ndarray | None = None  # rank only these (Recommend with allowed_item_ids)
+    score_items: np.ndarray | None = None  # Score: exactly these, in this order
+    unknown_item_ids: tuple[str, ...] = ()
+    truncated_to: int = 0  # > 0: the history was cut to its newest this many items
+    deadline: float | None = None  # time.monotonic() after which nobody waits for the answer
+
+    @property
+    def fallback(self) -> bool:
+        """No known history: answered by popularity instead of the model."""
+        return len(self.items) == 0 and self.score_items is None
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    """One returned item in the caller's terms."""
+
+    item_id: str
+    title: str
+    logit: float
+    probability: float  # softmax over the returned items
+    rank: int  # from 1
+
+
+def _map_ids(model: ModelVersion, ids: Sequence[str], name: str, *, unique: bool) -> np.ndarray:
+    """Known ids -> indices; duplicates are an error where order or counts would be ambiguous."""
+    if unique and len(set(ids)) != len(ids):
+        seen, duplicate = set(), None
+        for item_id in ids:
+            if item_id in seen:
+                duplicate = item_id
+                break
+            seen.add(item_id)
+        raise InvalidRequest(name, f"duplicate id {duplicate!r}")
+    found = [model.index_of.get(item_id, 0) for item_id in ids]
+    return np.asarray([i for i in found if i], dtype=np.int64)
+
+
+def _check_shape(model, history, context, k, score_ids, max_history) -> None:
+    if len(history) > max_history:
+        raise InvalidRequest("history", f"{len(history)} events exceed the limit of {max_history}")
+    if any(not item_id for item_id in history):
+        raise InvalidRequest("history", "an event has an empty item_id")
+    if score_ids is None:
+        if k <= 0:
+            raise InvalidRequest("k", f"must be at least 1, got {k}")
+        if k > model.num_items:
+            raise InvalidRequest("k", f"{k} exceeds the catalog's {model.num_items} items")
+    elif not score_ids:
+        raise InvalidRequest("item_ids", "no items to score")
+    unknown_context = sorted(set(context) - set(model.context_lookup))
+    if unknown_context:
+        expected = ", ".join(model.context_lookup) or "none"
+        raise InvalidRequest(
+            "context", f"unknown feature(s) {', '.join(unknown_context)} (expected: {expected})"
+        )
+
+
+def prepare_query(
+    model: ModelVersion,
+    history: Sequence[str],
+    *,
+    context: Mapping[str, str] | None = None,
+    k: int = 10,
+    exclude_seen: bool = True,
+    exclude_ids: Sequence[str] = (),
+    allowed_ids: Sequence[str] = (),
+    score_ids: Sequence[str] | None = None,
+    max_history: int = 10_000,
+    deadline: float | None = None,
+) -> Query:
+    """Validate one request against `model` (errors name the field) and map its ids."""
+    context = context or {}
+    _check_shape(model, history, context, k, score_ids, max_history)
+    known = [model.index_of.get(item_id, 0) for item_id in history]
+    unknown = tuple(dict.fromkeys(i for i, index in zip(history, known, strict=True) if not index))
+    known_items = np.asarray([i for i in known if i], dtype=np.int64)  # oldest first
+    items, truncated_to = known_items, 0
+    if len(items) > model.max_length:
+        items, truncated_to = items[-model.max_length :], model.max_length
+    features = model.context_lookup
+    context_row = np.asarray([features[f].get(context.get(f, ""), 0) for f in features], np.int64)
+    exclude = _map_ids(model, exclude_ids, "exclude_item_ids", unique=True)
+    if exclude_seen:
+        exclude = np.union1d(exclude, known_items)
+    exclude = exclude.astype(np.int64)
+    allowed = score_items = None
+    if allowed_ids:
+        allowed = _map_ids(model, allowed_ids, "allowed_item_ids", unique=True)
+        allowed = np.setdiff1d(allowed, exclude)
+        if len(allowed) == 0:
+            raise InvalidRequest("allowed_item_ids", "no known, non-excluded item is allowed")
+        k = min(k, len(allowed))
+    if score_ids is not None:
+        if len(items) == 0:
+            raise InvalidRequest("history", "no item the model knows: nothing to score against")
+        score_items = _map_ids(model, score_ids, "item_ids", unique=True)
+        if len(score_items) == 0:
+            raise InvalidRequest("item_ids", "none of the items is in the catalog")
+    return Query(
+        items=items,
+        context=context_row,
+        k=k,
+        exclude=exclude,
+        allowed=allowed,
+        score_items=score_items,
+        unknown_item_ids=unknown,
+        truncated_to=truncated_to,
+        deadline=deadline,
+    )
+
+
+def unknown_scored_ids(model: ModelVersion, score_ids: Sequence[str]) -> list[str]:
+    return [item_id for item_id in score_ids if item_id not in model.index_of]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    if len(logits) == 0:
+        return logits
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
+
+
+def ranked_items(model: ModelVersion, items: np.ndarray, logits: np.ndarray) -> list[RankedItem]:
+    """Item indices (best first) and their logits -> ids, titles, probabilities and ranks."""
+    probabilities = softmax(logits.astype(float))
+    return [
+        RankedItem(
+            item_id=str(model.item_ids[index - 1]),
+            title=model.titles[index - 1] or "",
+            logit=float(logit),
+            probability=float(p),
+            rank=rank,
+        )
+        for rank, (index, logit, p) in enumerate(
+            zip(items, logits, probabilities, strict=True), start=1
+        )
+    ]
+
+
+def item_ids_of(model: ModelVersion, items: np.ndarray) -> list[str]:
+    return [str(model.item_ids[index - 1]) for index in items]
