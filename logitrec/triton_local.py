@@ -1,9 +1,9 @@
 """Run the real `tritonserver` bundled in the PyPI package nvidia-pytriton, on CPU.
 
 That package ships Triton with the Python backend only, and its Python must have numpy < 2, so
-it lives in its own virtual environment (`.venv-triton`, made by `make install`). The recipe
-(DESIGN.md, "Triton on the CPU machines"): stage bin/backends/caches, put the Python backend stub
-for the environment's Python into backends/python, run with libpython and the package's bundled
+it lives in its own virtual environment (`.venv-triton`, made by `make install`). The recipe,
+as it works on CPU machines: stage bin/backends/caches, put the Python backend stub for the
+environment's Python into backends/python, run with libpython and the package's bundled
 libraries on LD_LIBRARY_PATH and the environment's bin first on PATH, explicit model control, a
 unique shared-memory prefix. A model load can hang silently when libpython is missing, so every
 wait has a deadline and a failure carries the server's log.
