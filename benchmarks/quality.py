@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from logitrec.atomic import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 ML1M = REPO.parent / "shared" / "data" / "ml-1m"
@@ -308,9 +310,7 @@ def main() -> None:
         results["anchors"] = ANCHORS
     if not options.report_only:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        staging = path.with_suffix(".json.tmp")  # renamed when complete: a crash keeps the old
-        staging.write_text(json.dumps(results, indent=2) + "\n")
-        staging.replace(path)
+        write_json(path, results)  # renamed when complete: a crash keeps the old
     report(results)
     print((RESULTS / "quality.md").read_text())
 

@@ -1,7 +1,6 @@
 """`logitrec serve`: the gRPC gateway over an exported model repository."""
 
 import asyncio
-import json
 from pathlib import Path
 
 import typer
@@ -36,6 +35,7 @@ def serve_command(
     overrides = {
         k: v for k, v in locals().items() if k not in ("config", "ready_file", "log_level")
     }
+    from logitrec.atomic import write_json
     from serving.config import load_config
     from serving.server import Gateway
 
@@ -45,12 +45,8 @@ def serve_command(
     configure_logging(log_level)
 
     def announce(gateway: Gateway) -> None:
-        if ready_file is not None:
-            temporary = ready_file.with_name(f".{ready_file.name}.tmp")
-            temporary.write_text(
-                json.dumps({"port": gateway.port, "metrics_port": gateway.metrics_port})
-            )
-            temporary.replace(ready_file)
+        if ready_file is not None:  # whole or absent: a waiting process polls for it
+            write_json(ready_file, {"port": gateway.port, "metrics_port": gateway.metrics_port})
 
     from logitrec.errors import InputError
     from serving.errors import GatewayError

@@ -16,7 +16,7 @@ def train_command(
         ..., "--data", help="Dataset directory from `logitrec data prepare`."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint directory to write."),
-    config: Path | None = typer.Option(None, "--config", help="TOML file with [train] settings."),
+    config: Path | None = typer.Option(None, "--config", help="TOML file with 'train' settings."),
     backbone: str | None = typer.Option(None, help="scratch, minilm, or a local HF model dir."),
     epochs: int | None = typer.Option(None, help="Maximum epochs."),
     max_minutes: float | None = typer.Option(
