@@ -24,7 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.graphs import Encoder
+from export.onnx_graphs import export_encoder
 from logitrec import repository as layout
+from logitrec.triton_local import load_model, run_triton
+from training.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -59,10 +63,6 @@ def timed(function, repeats: int) -> tuple[float, float]:
 
 def measure(name: str, checkpoint: Path, repository: Path, repeats: int) -> dict:
     import onnxruntime
-
-    from export.graphs import Encoder
-    from export.onnx_graphs import export_encoder
-    from training.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
     encoder = Encoder(model).eval()
@@ -127,9 +127,6 @@ def triton_check(repository: Path, names: list[str], checkpoints: dict[str, Path
     """Load every exported model in the real tritonserver (nvidia-pytriton, Python backend) and
     compare its encoder + scorer answers on the parity histories with PyTorch."""
     import tritonclient.grpc as grpcclient
-
-    from logitrec.triton_local import load_model, run_triton
-    from training.checkpoint import load_checkpoint
 
     report = {}
     with run_triton(repository) as server:

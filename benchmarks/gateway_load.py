@@ -30,9 +30,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from logitrec_client.proto import recommender_pb2 as pb
+from logitrec_client.proto import recommender_pb2_grpc
 
 from logitrec import repository as layout
 from logitrec.gateway_process import GatewayFailed, running_gateway
+from serving.backends.embedded import EmbeddedBackend
+from serving.config import ServeConfig
+from serving.engine import Engine
+from serving.metrics import GatewayMetrics
+from serving.query import prepare_query
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -60,7 +67,6 @@ def gateway(repository: Path, *args: str):
 
 def requests_for(repository: Path, name: str):
     import polars as pl
-    from logitrec_client.proto import recommender_pb2 as pb
 
     version = layout.scorer_dir(repository, name, 1)
     histories = np.load(version / layout.PARITY_HISTORIES)
@@ -73,7 +79,6 @@ def requests_for(repository: Path, name: str):
 
 async def drive(target: str, requests, concurrency: int, seconds: float, warmup: float = 3.0):
     import grpc
-    from logitrec_client.proto import recommender_pb2_grpc
 
     channel = grpc.aio.insecure_channel(target)
     stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
@@ -119,11 +124,6 @@ def mean_batch_size(metrics_url: str) -> float:
 
 def raw_backend(repository: Path, name: str, requests, batch: int, seconds: float) -> dict:
     """The gateway's own batch function, called in-process on fixed batches: no gRPC, no queue."""
-    from serving.backends.embedded import EmbeddedBackend
-    from serving.config import ServeConfig
-    from serving.engine import Engine
-    from serving.metrics import GatewayMetrics
-    from serving.pipeline import prepare_query
 
     async def run() -> dict:
         engine = Engine(ServeConfig(repository=repository), EmbeddedBackend(), GatewayMetrics())

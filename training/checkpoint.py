@@ -22,8 +22,6 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 import logitrec
-
-# write_json is also imported from here by callers outside training/.
 from logitrec.atomic import replacing_file, write_bytes, write_json
 from logitrec.errors import InputError
 from training.config import ModelConfig, TrainConfig, as_dict, new_parameter_learning_rate
