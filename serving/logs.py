@@ -4,7 +4,22 @@ import json
 import logging
 import sys
 
-CONTEXT_FIELDS = ("request_id", "user_id")
+# Given per call through `extra=`; empty ones are left out. The access log (one line per
+# request, logger "logitrec.access") uses all of them.
+CONTEXT_FIELDS = (
+    "method",
+    "request_id",
+    "user_id",
+    "model",
+    "version",
+    "status",
+    "reason",
+    "seconds",
+    "stages",
+    "requests",
+    "error",
+)
+FIELD_CHARS = 64  # a caller's string in a log field: enough to trace, never unbounded
 
 
 class JsonFormatter(logging.Formatter):
@@ -15,13 +30,14 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name in CONTEXT_FIELDS:  # given per call through `extra=`
+        for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
-            if value:
+            if value is not None and value != "":
                 entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        # UTF-8 as it is: an escaped character takes up to 12 bytes, a written one at most 4.
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def configure_logging(level: str = "info") -> None:
@@ -31,3 +47,8 @@ def configure_logging(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("faiss").setLevel(logging.WARNING)  # "Loading faiss" on every start
+
+
+def cut(value: str, limit: int = FIELD_CHARS) -> str:
+    """A caller's string for a log field: its first `limit` characters, "..." when longer."""
+    return value if len(value) <= limit else value[:limit] + "..."

@@ -6,10 +6,11 @@ Pure: no I/O and no asyncio; errors name the request field.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 
-from serving.errors import InvalidRequest
+from serving.errors import InvalidRequest, quote
 from serving.registry import ModelVersion
 
 
@@ -53,14 +54,29 @@ def _map_ids(model: ModelVersion, ids: Sequence[str], name: str, *, unique: bool
                 duplicate = item_id
                 break
             seen.add(item_id)
-        raise InvalidRequest(name, f"duplicate id {duplicate!r}")
+        raise InvalidRequest(name, f"duplicate id {quote(duplicate)}")
     found = [model.index_of.get(item_id, 0) for item_id in ids]
     return np.asarray([i for i in found if i], dtype=np.int64)
 
 
-def _check_shape(model, history, context, k, score_ids, max_history) -> None:
-    if len(history) > max_history:
-        raise InvalidRequest("history", f"{len(history)} events exceed the limit of {max_history}")
+def check_count(name: str, values: Sequence, limit: int, what: str = "ids") -> None:
+    """The edge's first check: how many values a field holds, before any is looked at."""
+    if len(values) > limit:
+        raise InvalidRequest(name, f"{len(values)} {what} exceed the limit of {limit}")
+
+
+def _check_counts(history, k, exclude_ids, allowed_ids, score_ids, limits) -> None:
+    max_history, max_ids, max_k = limits
+    check_count("history", history, max_history, "events")
+    check_count("exclude_item_ids", exclude_ids, max_ids)
+    check_count("allowed_item_ids", allowed_ids, max_ids)
+    if score_ids is not None:
+        check_count("item_ids", score_ids, max_ids)
+    elif k > max_k:
+        raise InvalidRequest("k", f"{k} exceeds the limit of {max_k}")
+
+
+def _check_shape(model, history, context, k, score_ids) -> None:
     if any(not item_id for item_id in history):
         raise InvalidRequest("history", "an event has an empty item_id")
     if score_ids is None:
@@ -70,12 +86,19 @@ def _check_shape(model, history, context, k, score_ids, max_history) -> None:
             raise InvalidRequest("k", f"{k} exceeds the catalog's {model.num_items} items")
     elif not score_ids:
         raise InvalidRequest("item_ids", "no items to score")
-    unknown_context = sorted(set(context) - set(model.context_lookup))
-    if unknown_context:
-        expected = ", ".join(model.context_lookup) or "none"
-        raise InvalidRequest(
-            "context", f"unknown feature(s) {', '.join(unknown_context)} (expected: {expected})"
-        )
+    _check_context(model, context)
+
+
+def _check_context(model: ModelVersion, context: Mapping[str, str]) -> None:
+    """Unknown feature names are an error; the message names a few, each cut short."""
+    known = model.context_lookup
+    unknown_count = len(context) - sum(1 for name in known if name in context)
+    if unknown_count:
+        first = islice((name for name in context if name not in known), 3)
+        named = ", ".join(quote(name) for name in first)
+        more = f" and {unknown_count - 3} more" if unknown_count > 3 else ""
+        expected = ", ".join(known) or "none"
+        raise InvalidRequest("context", f"unknown feature(s) {named}{more} (expected: {expected})")
 
 
 def prepare_query(
@@ -89,11 +112,17 @@ def prepare_query(
     allowed_ids: Sequence[str] = (),
     score_ids: Sequence[str] | None = None,
     max_history: int = 10_000,
+    max_ids: int = 10_000,
+    max_k: int = 1_000,
     deadline: float | None = None,
 ) -> Query:
-    """Validate one request against `model` (errors name the field) and map its ids."""
-    context = context or {}
-    _check_shape(model, history, context, k, score_ids, max_history)
+    """Validate one request against `model` (errors name the field) and map its ids.
+
+    Counts are checked first, against the limits, so an oversized request costs nothing more.
+    """
+    context = context if context is not None else {}
+    _check_counts(history, k, exclude_ids, allowed_ids, score_ids, (max_history, max_ids, max_k))
+    _check_shape(model, history, context, k, score_ids)
     known = [model.index_of.get(item_id, 0) for item_id in history]
     unknown = tuple(dict.fromkeys(i for i, index in zip(history, known, strict=True) if not index))
     known_items = np.asarray([i for i in known if i], dtype=np.int64)  # oldest first

@@ -11,12 +11,34 @@ from logitrec_client.proto import recommender_pb2_grpc
 
 from serving.engine import Answer, Engine
 from serving.errors import BackendUnavailable, InvalidRequest, status_of
-from serving.query import Query, item_ids_of, prepare_query, ranked_items, unknown_scored_ids
+from serving.grpc_handlers import Undecodable
+from serving.logs import cut
+from serving.query import (
+    Query,
+    check_count,
+    item_ids_of,
+    prepare_query,
+    ranked_items,
+    unknown_scored_ids,
+)
 from serving.registry import ModelVersion
 
-log = logging.getLogger("logitrec.gateway")
-MAX_BATCH_REQUESTS = 1024
-LOGGED_ID_CHARS = 64  # request_id and user_id in failure logs: enough to trace, never unbounded
+access_log = logging.getLogger("logitrec.access")
+ERROR_CHARS = 256  # of a refusal's message in its access line
+# Callers' mistakes and their own departures are routine (info); overload and an unreachable
+# backend need an operator's eye (warning); only INTERNAL is a fault of ours (error, traceback).
+LOG_LEVELS = {
+    grpc.StatusCode.OK: logging.INFO,
+    grpc.StatusCode.INVALID_ARGUMENT: logging.INFO,
+    grpc.StatusCode.NOT_FOUND: logging.INFO,
+    grpc.StatusCode.CANCELLED: logging.INFO,
+    grpc.StatusCode.DEADLINE_EXCEEDED: logging.INFO,
+    grpc.StatusCode.INTERNAL: logging.ERROR,
+}
+# One RecommendResponse without its items, unknown ids, model name and request id, at most:
+# version, flags, timings and framing.
+RESPONSE_FRAMING_BYTES = 128
+GENERATED_ID_BYTES = 32  # a request id the gateway makes up (uuid4().hex)
 
 
 class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
@@ -26,32 +48,58 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
         self.metrics = engine.metrics
 
     # -- the one place where exceptions become gRPC statuses ------------------------------
-    async def _answer(self, method: str, context: grpc.aio.ServicerContext, request, work):
+    async def _answer(
+        self, method: str, context: grpc.aio.ServicerContext, request, work, *, loaded=True
+    ):
+        """Await `work` (the RPC's coroutine): its response, or its error as a status. Every
+        request leaves one access line and its metrics, whatever the outcome."""
         started = time.perf_counter()
         try:
-            if not self.engine.ready:
+            if loaded and not self.engine.ready:
                 work.close()
                 raise BackendUnavailable("the gateway is still loading its models")
-            return await work
+            response = await work
         except asyncio.CancelledError:
             # The caller went away or its deadline passed: gRPC ends the call, we count it.
-            self.metrics.failures.labels("cancelled").inc()
+            self._record(method, request, None, started, grpc.StatusCode.CANCELLED, "cancelled")
             raise
         except Exception as error:
             code, message, reason = status_of(error)
-            self.metrics.failures.labels(reason).inc()
-            # The caller's ids, cut short, so a failure can be traced to who asked.
-            ids = {
-                name: getattr(request, name, "")[:LOGGED_ID_CHARS]
-                for name in ("request_id", "user_id")
-            }
-            if code == grpc.StatusCode.INTERNAL:
-                log.exception("%s failed", method, extra=ids)
-            else:
-                log.info("%s refused: %s (%s)", method, message, code.name, extra=ids)
+            self._record(method, request, None, started, code, reason, (message, error))
             await context.abort(code, message)
-        finally:
-            self.metrics.request_duration.labels(method).observe(time.perf_counter() - started)
+        self._record(method, request, response, started, grpc.StatusCode.OK)
+        return response
+
+    def _record(self, method, request, response, started, code, reason="", failure=None) -> None:
+        """Metrics and the access line (caller's strings cut short) of one finished request."""
+        seconds = time.perf_counter() - started
+        self.metrics.request_duration.labels(method).observe(seconds)
+        if reason:
+            self.metrics.failures.labels(reason).inc()
+        message, error = failure or ("", None)
+        fields = {
+            "method": method,
+            "request_id": cut(
+                getattr(response, "request_id", "") or getattr(request, "request_id", "")
+            ),
+            "user_id": cut(getattr(request, "user_id", "")),
+            "status": code.name,
+            "reason": reason,
+            "seconds": round(seconds, 6),
+            "error": cut(message, ERROR_CHARS),
+            **_served_by(request, response),
+        }
+        internal = code == grpc.StatusCode.INTERNAL
+        level = LOG_LEVELS.get(code, logging.WARNING)
+        access_log.log(level, "%s %s", method, code.name, extra=fields, exc_info=internal and error)
+
+    async def undecodable(self, method: str, request: Undecodable, context) -> None:
+        """A body that is not the method's message (see grpc_handlers): INVALID_ARGUMENT,
+        counted and logged like every refused request."""
+        await self._answer(method, context, request, self._refuse(request), loaded=False)
+
+    async def _refuse(self, request: Undecodable):
+        raise InvalidRequest("request", request.problem)
 
     # -- RPCs -------------------------------------------------------------------------------
     async def Recommend(self, request, context):
@@ -74,13 +122,17 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
         return None if remaining is None else time.monotonic() + remaining
 
     def _query(self, request, deadline, **options) -> tuple[ModelVersion, Query]:
-        """The request's model and its validated Query (Recommend and Score share this)."""
+        """The request's model and its validated Query (Recommend and Score share this).
+        Repeated fields go in as they are: their sizes are checked before anything is copied."""
+        check_count("history", request.history, self.config.max_history, "events")
         model = self.engine.registry.get(request.model, request.model_version)
         query = prepare_query(
             model,
             [event.item_id for event in request.history],
-            context=dict(request.context),
+            context=request.context,
             max_history=self.config.max_history,
+            max_ids=self.config.max_ids,
+            max_k=self.config.max_k,
             deadline=deadline,
             **options,
         )
@@ -94,21 +146,35 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
             deadline,
             k=request.k,
             exclude_seen=request.exclude_seen if request.HasField("exclude_seen") else True,
-            exclude_ids=list(request.exclude_item_ids),
-            allowed_ids=list(request.allowed_item_ids),
+            exclude_ids=request.exclude_item_ids,
+            allowed_ids=request.allowed_item_ids,
         )
+
+    def _check_answer_size(self, field: str, requests, prepared) -> None:
+        """Refuse, before any work, what could not be sent back in one message."""
+        size = sum(_answer_bytes(r, m, q) for r, (m, q) in zip(requests, prepared, strict=True))
+        if size > self.config.max_message_bytes:
+            raise InvalidRequest(
+                field,
+                f"the answer could take {size} bytes, more than the {self.config.max_message_bytes}"
+                " a message may carry: ask for fewer items",
+            )
 
     async def _recommend(self, request, context) -> pb.RecommendResponse:
         received = time.perf_counter()
         model, query = self._recommend_query(request, self._deadline(context))
+        self._check_answer_size("k", [request], [(model, query)])
         answer = await self.engine.submit(model, query)
         return self._response(request, model, query, answer, received)
 
     async def _recommend_batch(self, request, context) -> pb.RecommendBatchResponse:
         received = time.perf_counter()
-        if len(request.requests) > MAX_BATCH_REQUESTS:
+        check_count("requests", request.requests, self.config.max_batch_requests, "requests")
+        items = sum(max(item.k, 0) for item in request.requests)
+        if items > self.config.max_batch_items:
             raise InvalidRequest(
-                "requests", f"{len(request.requests)} exceed the limit of {MAX_BATCH_REQUESTS}"
+                "requests",
+                f"the sum of k, {items}, exceeds the limit of {self.config.max_batch_items}",
             )
         deadline = self._deadline(context)
         prepared = []
@@ -117,6 +183,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
                 prepared.append(self._recommend_query(item, deadline))
             except InvalidRequest as error:  # say which request of the batch was wrong
                 raise InvalidRequest(f"requests[{i}].{error.field}", error.problem) from None
+        self._check_answer_size("requests", request.requests, prepared)
 
         answers = await asyncio.gather(*(self.engine.submit(m, q) for m, q in prepared))
         return pb.RecommendBatchResponse(
@@ -160,7 +227,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
 
     async def _score(self, request, context) -> pb.ScoreResponse:
         received = time.perf_counter()
-        item_ids = list(request.item_ids)
+        item_ids = request.item_ids
         model, query = self._query(
             request, self._deadline(context), exclude_seen=False, score_ids=item_ids
         )
@@ -191,3 +258,38 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
             backend=self.engine.backend.name,
             candidate_count=0 if exact else self.config.candidate_count,
         )
+
+
+def _answer_bytes(request, model: ModelVersion, query: Query) -> int:
+    """At most how large one RecommendResponse to `query` can be (conservative)."""
+    echoed = sum(len(item_id.encode()) + 4 for item_id in query.unknown_item_ids)
+    request_id = max(len(request.request_id.encode()), GENERATED_ID_BYTES)
+    named = len(model.name.encode()) + request_id + echoed
+    return RESPONSE_FRAMING_BYTES + named + query.k * model.answer_item_bytes
+
+
+def _stages(responses) -> dict[str, float] | None:
+    """Stage seconds of the answered request(s); for a batch, the slowest of each stage."""
+    timings = [r.timings for r in responses if r.HasField("timings")]
+    if not timings:
+        return None
+    return {
+        stage: round(max(getattr(t, f"{stage}_seconds") for t in timings), 6)
+        for stage in ("queue", "encode", "retrieve", "score")
+    }
+
+
+def _served_by(request, response) -> dict:
+    """The access line's model, version and stage timings: from the answer when there is one,
+    else what the caller asked for."""
+    if response is None:
+        version = getattr(request, "model_version", 0)
+        return {"model": cut(getattr(request, "model", "")), "version": version or None}
+    answers = list(getattr(response, "responses", ()))
+    fields = {"requests": len(answers)} if hasattr(response, "responses") else {}
+    first = answers[0] if answers else response
+    if hasattr(first, "model"):
+        fields.update(model=first.model, version=first.model_version)
+    if hasattr(first, "timings"):
+        fields["stages"] = _stages(answers or [response])
+    return fields
