@@ -11,7 +11,9 @@ every stage (and the Triton launcher, scripts and tests) may import it.
                                                + manifest.json (written last: marks completeness)
 """
 
+import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -122,6 +124,12 @@ def complete_versions(repository: Path, name: str) -> list[int]:
     return [v for v in candidates if is_complete(repository, name, v)]
 
 
+def scorer_versions(repository: Path, name: str) -> list[int]:
+    """Versions whose scorer directory (with the manifest) is in place, complete or not, oldest
+    first. Export installs the scorer last, so one with a graph missing is broken, not half-way."""
+    return _numbered(model_dir(repository, name, "scorer"))
+
+
 def existing_versions(repository: Path, name: str) -> set[int]:
     """Every version number in use by any graph of `name`, complete or not."""
     return {v for kind in KINDS for v in _numbered(model_dir(repository, name, kind))}
@@ -142,6 +150,12 @@ def latest_version(repository: Path, name: str) -> int:
     if not versions:
         raise InputError(f"{repository}: no complete exported version of {name!r}")
     return versions[-1]
+
+
+def catalog_sha256(item_ids: Iterable[str]) -> str:
+    """Identifies a catalog: sha256 of its external ids joined by newlines, in index order (the
+    manifest's `catalog_sha256`; the checkpoint's catalog hash is the same function)."""
+    return hashlib.sha256("\n".join(item_ids).encode()).hexdigest()
 
 
 # -- the manifest ---------------------------------------------------------------------------------

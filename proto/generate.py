@@ -1,13 +1,15 @@
-"""Generate the Python stubs for proto/logitrec/v1 into the client package.
+"""Generate the Python stubs for every proto under proto/logitrec/ into the client package.
 
     python proto/generate.py            # write clients/python/logitrec_client/_proto/
     python proto/generate.py --out DIR  # write elsewhere (the stub test compares the two)
 
-protoc names the stub's import after the proto path (`from logitrec.v1 import ...`), which would
-clash with the `logitrec` package; the one import line is rewritten to the client package.
+protoc names a stub's imports after the proto path (`from logitrec.v1 import ...`,
+`from logitrec.admin.v1 import ...`), which would clash with the `logitrec` package; those import
+lines are rewritten to the client package.
 """
 
 import argparse
+import re
 import shutil
 import sys
 import tempfile
@@ -17,12 +19,13 @@ PROTO_ROOT = Path(__file__).resolve().parent
 REPO = PROTO_ROOT.parent
 DEFAULT_OUT = REPO / "clients" / "python" / "logitrec_client" / "_proto"
 PACKAGE = "logitrec_client._proto"
+PROTO_IMPORT = re.compile(r"^from logitrec\.(\S+) import", re.MULTILINE)
 
 
 def generate(out: Path) -> list[Path]:
     from grpc_tools import protoc
 
-    protos = sorted(PROTO_ROOT.glob("logitrec/v1/*.proto"))
+    protos = sorted(PROTO_ROOT.glob("logitrec/**/*.proto"))
     with tempfile.TemporaryDirectory() as scratch:
         include = Path(protoc.__file__).parent / "_proto"
         arguments = [
@@ -42,9 +45,7 @@ def generate(out: Path) -> list[Path]:
         for source in sorted(Path(scratch).rglob("*.py*")):
             target = out / source.relative_to(scratch)
             target.parent.mkdir(parents=True, exist_ok=True)
-            text = source.read_text().replace(
-                "from logitrec.v1 import", f"from {PACKAGE}.logitrec.v1 import"
-            )
+            text = PROTO_IMPORT.sub(rf"from {PACKAGE}.logitrec.\1 import", source.read_text())
             target.write_text(text)
             written.append(target)
         for folder in {out, *(p.parent for p in written)}:

@@ -5,6 +5,7 @@ never the training code or torch.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,12 @@ import polars as pl
 
 from logitrec import repository as layout
 from logitrec.errors import InputError
-from serving.errors import ModelNotFound
+from serving.errors import ModelNotFound, quote
+
+# Protobuf framing of one RecommendedItem inside a response, at most: tags, length prefixes,
+# two floats and the rank.
+ITEM_FRAMING_BYTES = 32
+LISTED_NAMES = 10  # loaded models named in a NOT_FOUND message
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +55,14 @@ class ModelVersion:
     def index_type(self) -> str:
         return self.manifest.index["factory"]
 
+    @cached_property
+    def answer_item_bytes(self) -> int:
+        """The most bytes one returned item can take in a response (the longest id and the
+        longest title, UTF-8): bounds an answer's size before it is computed."""
+        longest_id = max((len(str(i).encode()) for i in self.item_ids), default=0)
+        longest_title = max((len(t.encode()) for t in self.titles if t), default=0)
+        return ITEM_FRAMING_BYTES + longest_id + longest_title
+
 
 def load_version(repository: Path, name: str, version: int) -> ModelVersion:
     """Read one exported version; InputError naming the file when anything is missing or wrong."""
@@ -72,6 +86,7 @@ def load_version(repository: Path, name: str, version: int) -> ModelVersion:
         raise InputError(
             f"{catalog_path}: {len(item_ids)} items, but the manifest says {manifest.num_items}"
         )
+    _check_identity(scorer_dir, manifest, name, version, item_ids)
     context_lookup = {
         feature: {value: i for i, value in enumerate(values, start=1)}
         for feature, values in manifest.context_vocabulary.items()
@@ -91,6 +106,22 @@ def load_version(repository: Path, name: str, version: int) -> ModelVersion:
     )
 
 
+def _check_identity(scorer_dir: Path, manifest, name: str, version: int, item_ids) -> None:
+    """The manifest describes this very version, and the catalog is the one it was exported
+    with (a version folder copied or half-overwritten by hand fails here, not at traffic)."""
+    where = scorer_dir / layout.MANIFEST
+    if (manifest.name, manifest.version) != (name, version):
+        raise InputError(
+            f"{where}: describes {manifest.name[:64]!r} version {manifest.version}, "
+            f"but lies in the folder of {name!r} version {version}"
+        )
+    if layout.catalog_sha256(item_ids) != manifest.catalog_sha256:
+        raise InputError(
+            f"{scorer_dir / layout.CATALOG}: its item ids do not hash to the manifest's "
+            "catalog_sha256 (the catalog is not the one this version was exported with)"
+        )
+
+
 class Registry:
     """The loaded versions of every model; lookups by (name, version) with NOT_FOUND errors."""
 
@@ -99,7 +130,16 @@ class Registry:
         self._versions: dict[str, dict[int, ModelVersion]] = {}
 
     def add(self, model: ModelVersion) -> None:
+        model.answer_item_bytes  # noqa: B018  computed once here, so no request pays for it
         self._versions.setdefault(model.name, {})[model.version] = model
+
+    def remove(self, name: str, version: int) -> ModelVersion:
+        """Take a version out: requests resolved from now on cannot reach it."""
+        model = self.get(name, version)
+        del self._versions[name][version]
+        if not self._versions[name]:
+            del self._versions[name]
+        return model
 
     def names(self) -> list[str]:
         return sorted(self._versions)
@@ -111,11 +151,21 @@ class Registry:
         name = name or self.default_model
         loaded = self._versions.get(name)
         if not loaded:
-            known = ", ".join(self.names()) or "none"
-            raise ModelNotFound(f"model: {name!r} is not loaded (loaded: {known})")
+            raise ModelNotFound(f"model: {quote(name)} is not loaded (loaded: {self._listed()})")
         if version == 0:
             return loaded[max(loaded)]
         if version not in loaded:
             have = ", ".join(map(str, sorted(loaded)))
-            raise ModelNotFound(f"model_version: {name} has no version {version} (loaded: {have})")
+            raise ModelNotFound(
+                f"model_version: {quote(name)} has no version {version} (loaded: {have})"
+            )
         return loaded[version]
+
+    def _listed(self) -> str:
+        names = self.names()
+        listed = ", ".join(quote(n) for n in names[:LISTED_NAMES]) or "none"
+        return (
+            listed
+            if len(names) <= LISTED_NAMES
+            else f"{listed} and {len(names) - LISTED_NAMES} more"
+        )

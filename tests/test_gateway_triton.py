@@ -67,7 +67,8 @@ def test_gateway_refuses_batches_larger_than_triton_accepts(tiny_repository, tri
     assert f"max_batch_size {TRITON_MAX_BATCH_SIZE}" in result.stderr
 
 
-def test_gateway_refuses_to_start_when_triton_lacks_the_model(tiny_repository):
-    with run_triton(tiny_repository) as bare:  # started, but nothing loaded
+def test_gateway_refuses_to_start_when_triton_lacks_the_model(tiny_repository, tmp_path):
+    # The gateway has Triton load what it serves; this Triton's repository does not have it.
+    with run_triton(tmp_path) as bare:
         result = serve_on_triton(tiny_repository, bare)
-    assert result.returncode == 2 and "tiny_encoder" in result.stderr
+    assert result.returncode == 2 and "could not load tiny_encoder" in result.stderr

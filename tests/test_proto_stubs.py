@@ -1,4 +1,5 @@
-"""The committed gRPC stubs are exactly what protoc makes of proto/logitrec/v1 today."""
+"""The committed gRPC stubs are exactly what protoc makes of proto/logitrec/ (v1, admin/v1)
+today."""
 
 import importlib.util
 

@@ -9,7 +9,6 @@ No pickle anywhere. The trainer builds the whole directory under a temporary nam
 written into an existing checkpoint (`logitrec checkpoint upgrade`) replaces its name whole.
 """
 
-import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 import logitrec
+from logitrec import repository as layout
 from logitrec.atomic import replacing_file, write_bytes, write_json
 from logitrec.errors import InputError
 from training.config import ModelConfig, TrainConfig, as_dict, new_parameter_learning_rate
@@ -134,8 +134,7 @@ def new_checkpoint_config(
 
 def catalog_hash(items: pl.DataFrame) -> str:
     """Identifies a catalog: the external ids in index order."""
-    ids = items.sort("item_index")["item_id"].to_list()
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    return layout.catalog_sha256(items.sort("item_index")["item_id"].to_list())
 
 
 def write_config(directory: Path, config: CheckpointConfig) -> None:
