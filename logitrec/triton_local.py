@@ -38,6 +38,7 @@ class TritonServer:
     metrics_url: str
     log_path: Path
     process: subprocess.Popen
+    ports: dict[str, int]  # grpc, http, metrics: pass to run_triton to restart at this address
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -93,8 +94,10 @@ def run_triton(
     venv: Path | None = None,
     log_path: Path | None = None,
     ready_timeout: float = 90.0,
+    ports: dict[str, int] | None = None,
 ) -> Iterator[TritonServer]:
-    """Start tritonserver over `repository` (explicit model control, nothing loaded yet)."""
+    """Start tritonserver over `repository` (explicit model control, nothing loaded yet), on
+    free ports or on `ports` (grpc, http, metrics: a restart at the same address)."""
     import tritonclient.grpc as grpcclient
 
     venv = venv or triton_venv()
@@ -102,7 +105,7 @@ def run_triton(
     with tempfile.TemporaryDirectory(prefix="logitrec-triton-") as scratch:
         scratch = Path(scratch)
         binary = _stage(site_packages, python_version, scratch)
-        ports = {name: _free_port() for name in ("grpc", "http", "metrics")}
+        ports = dict(ports) if ports else {n: _free_port() for n in ("grpc", "http", "metrics")}
         log_path = log_path or scratch / "tritonserver.log"
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
@@ -130,6 +133,7 @@ def run_triton(
             metrics_url=f"http://127.0.0.1:{ports['metrics']}/metrics",
             log_path=log_path,
             process=process,
+            ports=ports,
         )
         try:
             client = grpcclient.InferenceServerClient(server.grpc_url)

@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from logitrec.errors import InputError
 from logitrec.repository import CANDIDATES, CONTEXT, ITEMS, USER_VECTOR
+from serving.errors import BackendTimeout
 from serving.registry import ModelVersion
 
 
@@ -32,28 +34,51 @@ class EmbeddedBackend:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         return onnxruntime.InferenceSession(str(path), options, providers=providers)
 
+    def _open(self, path):
+        try:
+            return self._session(path)
+        except Exception as error:  # onnxruntime's own exception types: a broken graph file
+            reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+            raise InputError(f"{path}: ONNX Runtime cannot load it ({reason})") from None
+
     async def load(self, model: ModelVersion) -> None:
+        # Sessions are made outside the inference pool: a version rolled in while others
+        # serve must not hold their batches up.
         loop = asyncio.get_running_loop()
         encoder, scorer = await asyncio.gather(
-            loop.run_in_executor(self.executor, self._session, model.encoder_path),
-            loop.run_in_executor(self.executor, self._session, model.scorer_path),
+            loop.run_in_executor(None, self._open, model.encoder_path),
+            loop.run_in_executor(None, self._open, model.scorer_path),
         )
         self._sessions[(model.name, model.version)] = {"encoder": encoder, "scorer": scorer}
 
-    async def _run(self, model: ModelVersion, kind: str, feed: dict) -> np.ndarray:
+    async def unload(self, model: ModelVersion) -> None:
+        # A computation that outlived its timeout still holds its session until it ends.
+        self._sessions.pop((model.name, model.version), None)
+
+    async def _run(self, model: ModelVersion, kind: str, feed: dict, timeout: float):
         session = self._sessions[(model.name, model.version)][kind]
         loop = asyncio.get_running_loop()
-        (output,) = await loop.run_in_executor(self.executor, session.run, None, feed)
+        work = loop.run_in_executor(self.executor, session.run, None, feed)
+        try:
+            # ONNX Runtime cannot be interrupted: the caller stops waiting here, but the
+            # computation runs on to its end in its worker thread.
+            (output,) = await asyncio.wait_for(work, timeout)
+        except TimeoutError:
+            raise BackendTimeout(f"ONNX Runtime {kind} took over {timeout:.3g} s") from None
         return output
 
-    async def encode(self, model, items, context) -> np.ndarray:
+    async def encode(self, model, items, context, *, timeout: float) -> np.ndarray:
         feed = {ITEMS: items}
         if context.shape[1]:
             feed[CONTEXT] = context
-        return await self._run(model, "encoder", feed)
+        return await self._run(model, "encoder", feed, timeout)
 
-    async def score(self, model, user_vectors, candidates) -> np.ndarray:
-        return await self._run(model, "scorer", {USER_VECTOR: user_vectors, CANDIDATES: candidates})
+    async def score(self, model, user_vectors, candidates, *, timeout: float) -> np.ndarray:
+        feed = {USER_VECTOR: user_vectors, CANDIDATES: candidates}
+        return await self._run(model, "scorer", feed, timeout)
+
+    async def healthy(self) -> bool:
+        return True  # in-process: if the gateway answers its health check, so does this
 
     async def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
