@@ -4,15 +4,21 @@ Shaped after Ray Serve's batcher: the first request of a batch starts a `max_wai
 are taken until the batch is full or the clock runs out, and one result per request is checked.
 Unlike some servers, a failing batch fails every waiting future (nobody hangs), a full queue
 answers at once, and requests whose deadline passed are dropped before they cost inference.
+
+Admission is deadline-aware: from the recent batch times and the work queued ahead, the batcher
+estimates when a new request would finish and refuses it at once (Overloaded) when that is past
+its deadline. Under overload the queue then holds only work that can still succeed, so goodput
+stays near capacity instead of every request timing out in a long queue.
 """
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from serving.errors import DeadlineExpired, GatewayError, Overloaded
+from serving.errors import DeadlineExpired, GatewayError, Overloaded, ShuttingDown
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -46,6 +52,9 @@ class MicroBatcher(Generic[Item, Result]):
         self._worker: asyncio.Task | None = None
         self._closing = False
         self.received = 0  # requests accepted into the queue, ever
+        self.timing = BatchTiming()
+        self._forming = 0  # requests taken off the queue into the batch being formed
+        self._running: tuple[float, int] | None = None  # (start, size) of the batch computing
 
     def start(self) -> None:
         if self._worker is None:
@@ -55,10 +64,34 @@ class MicroBatcher(Generic[Item, Result]):
     def depth(self) -> int:
         return self.queue.qsize()
 
-    async def submit(self, item: Item, deadline: float | None = None) -> Result:
-        """Queue `item` and wait for its result; Overloaded at once when the queue is full."""
+    def expected_finish(self, now: float) -> float | None:
+        """When a request submitted now would be answered (None: no batch measured yet)."""
+        if not self.timing.measured:
+            return None
+        ahead = self._forming + self.queue.qsize()
+        full_batches, own_size = divmod(ahead, self.max_batch_size)
+        seconds = full_batches * self.timing.seconds(self.max_batch_size)
+        seconds += self.timing.seconds(own_size + 1)
+        if self._running is not None:
+            started, size = self._running
+            seconds += max(0.0, self.timing.seconds(size) - (now - started))
+        return now + seconds + self.max_wait
+
+    async def submit(
+        self, item: Item, deadline: float | None = None, *, admit_by: float | None = None
+    ) -> Result:
+        """Queue `item` and wait for its result. Refused at once (Overloaded) when the queue is
+        full, or when `admit_by` is given and the request is not expected to finish by then."""
         if self._closing:
-            raise Overloaded("the gateway is shutting down")
+            raise ShuttingDown("the gateway is shutting down; retry on another replica")
+        if admit_by is not None:
+            now = time.monotonic()
+            finish = self.expected_finish(now)
+            if finish is not None and finish > admit_by:
+                raise Overloaded(
+                    f"overloaded: expected to answer in {1000 * (finish - now):.0f} ms, after "
+                    f"the deadline ({1000 * max(0.0, admit_by - now):.0f} ms); retry with backoff"
+                )
         future = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait(_Pending(item, future, deadline, time.monotonic()))
@@ -79,6 +112,7 @@ class MicroBatcher(Generic[Item, Result]):
 
     async def _collect(self) -> list[_Pending]:
         batch = [await self.queue.get()]
+        self._forming = 1
         closes_at = time.monotonic() + self.max_wait
         while len(batch) < self.max_batch_size:
             remaining = closes_at - time.monotonic()
@@ -91,6 +125,8 @@ class MicroBatcher(Generic[Item, Result]):
                 batch.append(await asyncio.wait_for(self.queue.get(), remaining))
             except TimeoutError:
                 break
+            self._forming = len(batch)
+        self._forming = 0
         return batch
 
     async def _run(self) -> None:
@@ -118,6 +154,7 @@ class MicroBatcher(Generic[Item, Result]):
             return
         if self.on_batch is not None:
             self.on_batch(len(live), self.queue.qsize())
+        self._running = (time.monotonic(), len(live))
         try:
             results = await self.handler([p.item for p in live], [now - p.enqueued for p in live])
             if len(results) != len(live):
@@ -127,9 +164,41 @@ class MicroBatcher(Generic[Item, Result]):
                 if not pending.future.done():
                     pending.future.set_exception(error)
             return
+        finally:
+            started, size = self._running
+            self._running = None
+        self.timing.record(time.monotonic() - started, size)
         for pending, result in zip(live, results, strict=True):
             if not pending.future.done():
                 if isinstance(result, BaseException):
                     pending.future.set_exception(result)
                 else:
                     pending.future.set_result(result)
+
+
+class BatchTiming:
+    """Recent batch durations, as a moving average of the time per batch and per request.
+
+    A batch of n requests is expected to take max(average batch time, n x average time per
+    request): small batches cost a fixed overhead, large ones grow with their size.
+    """
+
+    def __init__(self, smoothing: float = 0.2) -> None:
+        self.smoothing = smoothing
+        self._per_batch = math.nan
+        self._per_request = math.nan
+
+    @property
+    def measured(self) -> bool:
+        return not math.isnan(self._per_batch)
+
+    def record(self, seconds: float, size: int) -> None:
+        if not self.measured:
+            self._per_batch, self._per_request = seconds, seconds / size
+            return
+        keep = 1.0 - self.smoothing
+        self._per_batch = keep * self._per_batch + self.smoothing * seconds
+        self._per_request = keep * self._per_request + self.smoothing * seconds / size
+
+    def seconds(self, size: int) -> float:
+        return max(self._per_batch, self._per_request * size)

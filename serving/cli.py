@@ -25,6 +25,30 @@ def serve_command(
         None, "--exact/--pruned", help="Score the whole catalog for every request."
     ),
     threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime threads."),
+    admission: bool | None = typer.Option(
+        None, "--admission/--no-admission", help="Refuse requests that cannot meet their deadline."
+    ),
+    max_concurrent_rpcs: int | None = typer.Option(
+        None, "--max-concurrent-rpcs", help="Calls taken in at once; more are refused (0: off)."
+    ),
+    drain_seconds: float | None = typer.Option(
+        None, "--drain-seconds", help="After SIGTERM: keep serving this long, NOT_SERVING."
+    ),
+    grace_seconds: float | None = typer.Option(
+        None, "--grace-seconds", help="After the drain: time to finish admitted requests."
+    ),
+    poll_seconds: float | None = typer.Option(
+        None, "--poll-seconds", help="Look for new model versions this often (0: off)."
+    ),
+    admin: bool | None = typer.Option(
+        None, "--admin/--no-admin", help="Serve logitrec.admin.v1 (load/unload versions)."
+    ),
+    backend_timeout_seconds: float | None = typer.Option(
+        None, "--backend-timeout-seconds", help="Longest backend call (deadlines cut it)."
+    ),
+    backend_probe_seconds: float | None = typer.Option(
+        None, "--backend-probe-seconds", help="How often the backend's health is checked."
+    ),
     ready_file: Path | None = typer.Option(
         None, "--ready-file", help="Write the bound ports here as JSON once serving."
     ),

@@ -21,15 +21,46 @@ class ServeConfig:
     metrics_port: int | None = 9464  # Prometheus /metrics over HTTP; None: off
     max_batch_size: int = 64  # with --backend triton: at most the models' exported max_batch_size
     max_wait_ms: float = 2.0  # how long a batch waits to fill once its first request arrived
-    max_queue: int = 1024  # queued requests per model version before RESOURCE_EXHAUSTED
+    max_queue: int = 4096  # queued requests per model version before RESOURCE_EXHAUSTED
     candidate_count: int = 4096  # FAISS candidates scored exactly per request
     exact_below: int = 20_000  # catalogs smaller than this are always scored exactly
     exact: bool = False  # score every item for every request (the reference for recall)
     versions_served: int = VERSIONS_SERVED  # newest versions loaded per model, as Triton serves
-    max_history: int = 10_000  # events per request; more is refused (INVALID_ARGUMENT)
     max_message_bytes: int = 8 * 1024 * 1024
     threads: int | None = None  # ONNX Runtime intra-op threads (None: its default)
-    grace_seconds: float = 10.0  # drain time on shutdown
+
+    # -- per-request bounds, checked at the edge (INVALID_ARGUMENT) so no request stalls a batch
+    max_history: int = 10_000  # events per request
+    max_ids: int = 10_000  # ids in each of exclude_item_ids, allowed_item_ids, item_ids
+    max_k: int = 1_000  # items per answer
+    max_batch_requests: int = 1_024  # requests in one RecommendBatch (at most max_queue)
+    max_batch_items: int = 100_000  # the sum of k over one RecommendBatch's requests
+
+    # -- overload: admit a request only if it can finish within its deadline, judged from the
+    # recent batch times and the queue ahead of it; the rest are refused at once
+    admission: bool = True
+    # Calls the gRPC server takes in at once (health watches included); beyond that gRPC's core
+    # refuses them with RESOURCE_EXHAUSTED before any Python runs, which is what keeps a
+    # saturated gateway answering; 0: no limit
+    max_concurrent_rpcs: int = 256
+    default_deadline_seconds: float = 30.0  # for admission when the caller set no deadline
+
+    # -- shutdown: SIGTERM turns health NOT_SERVING, keeps serving for drain_seconds (load
+    # balancers notice), then refuses new calls (UNAVAILABLE) and finishes the admitted ones
+    # within grace_seconds
+    drain_seconds: float = 5.0
+    grace_seconds: float = 10.0
+
+    # -- model lifecycle: look for new complete versions every poll_seconds (0: only at start,
+    # on SIGHUP and through the admin service)
+    poll_seconds: float = 0.0
+    admin: bool = True  # serve logitrec.admin.v1 (load/unload versions) on the same port
+
+    # -- backend faults: every backend call times out (from the batch's earliest deadline,
+    # at most backend_timeout_seconds); the backend is probed every backend_probe_seconds
+    # and health follows it
+    backend_timeout_seconds: float = 10.0
+    backend_probe_seconds: float = 1.0
 
 
 def load_config(path: Path | None, overrides: dict | None = None) -> ServeConfig:
@@ -67,10 +98,29 @@ def validate(config: ServeConfig) -> None:
         "candidate_count",
         "max_history",
         "versions_served",
+        "max_ids",
+        "max_k",
+        "max_batch_requests",
+        "max_batch_items",
     ):
         if getattr(config, name) < 1:
             flag = name.replace("_", "-")
             raise InputError(f"--{flag}: expected a positive integer, got {getattr(config, name)}")
+    for name in ("drain_seconds", "grace_seconds", "poll_seconds", "max_concurrent_rpcs"):
+        if getattr(config, name) < 0:
+            raise InputError(
+                f"--{name.replace('_', '-')}: expected >= 0, got {getattr(config, name)}"
+            )
+    for name in ("default_deadline_seconds", "backend_timeout_seconds", "backend_probe_seconds"):
+        if getattr(config, name) <= 0:
+            raise InputError(
+                f"--{name.replace('_', '-')}: expected > 0, got {getattr(config, name)}"
+            )
+    if config.max_batch_requests > config.max_queue:
+        raise InputError(
+            f"--max-batch-requests ({config.max_batch_requests}) must not exceed --max-queue "
+            f"({config.max_queue}): one RecommendBatch would fill the queue"
+        )
     if config.max_wait_ms < 0:
         raise InputError(f"--max-wait-ms: expected >= 0, got {config.max_wait_ms}")
     if not Path(config.repository).is_dir():

@@ -15,11 +15,14 @@ import numpy as np
 
 from logitrec.errors import InputError
 from logitrec.mips import search
-from logitrec.repository import complete_versions, model_names
+from logitrec.repository import model_names
 from serving import pipeline
 from serving.backends import Backend
+from serving.backends.base import call_with_timeout
 from serving.batcher import MicroBatcher
 from serving.config import ServeConfig
+from serving.errors import BackendUnavailable, ModelNotFound, PreconditionFailed
+from serving.lifecycle import Lifecycle
 from serving.metrics import GatewayMetrics
 from serving.pipeline import Ranked
 from serving.query import Query, prepare_query
@@ -47,24 +50,33 @@ class Engine:
             log.warning("several models in %s; default is %s", config.repository, default)
         self.registry = Registry(default)
         self._batchers: dict[tuple[str, int], MicroBatcher] = {}
+        self._retiring: set[tuple[str, int]] = set()  # being unloaded: their queues drain
+        self.lifecycle = Lifecycle(self)  # which versions are loaded, and changing that
         self.ready = False  # set once every version is loaded and warmed up
+        self.backend_healthy = True  # the gateway's backend probe keeps this current
 
     async def load_all(self) -> None:
-        """Load the newest complete versions of every model (as many as Triton's export config
-        serves, so both backends see the same versions) and warm each up."""
-        for name in model_names(self.config.repository):
-            versions = complete_versions(self.config.repository, name)
-            for version in versions[-self.config.versions_served :]:
-                await self.load(name, version)
-        self.registry.get()  # the default model must be among them
+        """Load the newest valid versions of every model (as many as Triton's export config
+        serves, so both backends see the same versions) and warm each up; invalid ones are
+        skipped with a warning (serving.lifecycle)."""
+        await self.lifecycle.start()
         self.ready = True
 
     async def load(self, name: str, version: int) -> ModelVersion:
+        """Read and verify one version, create its backend sessions and warm it up; only then
+        can requests reach it. PreconditionFailed names why an incomplete or invalid version
+        cannot be served. Callers change versions one at a time (Lifecycle's lock)."""
+        if (name, version) in self._batchers:
+            return self.registry.get(name, version)
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(
-            None, load_version, self.config.repository, name, version
-        )
-        await self.backend.load(model)
+        try:
+            model = await loop.run_in_executor(
+                None, load_version, self.config.repository, name, version
+            )
+            await self.backend.load(model)
+        except InputError as error:
+            problem = f"{name} version {version} cannot be served: {error}"
+            raise PreconditionFailed(problem) from None
         batcher = MicroBatcher(
             lambda queries, waits, model=model: self._run_batch(model, queries, waits),
             max_batch_size=self.config.max_batch_size,
@@ -73,23 +85,60 @@ class Engine:
             on_batch=self._on_batch,
         )
         batcher.start()
-        await self._warm_up(model)
+        try:
+            await self._warm_up(model, batcher)
+        except Exception:
+            await batcher.close()
+            await self.backend.unload(model)
+            raise
         self._batchers[(name, version)] = batcher
         self.registry.add(model)
         log.info("loaded %s version %d (%d items)", name, version, model.num_items)
         return model
 
-    async def _warm_up(self, model: ModelVersion) -> None:
-        """One real batch through encoder, index and scorer before traffic is let in."""
+    async def _warm_up(self, model: ModelVersion, batcher: MicroBatcher) -> None:
+        """Real batches through encoder, index and scorer before traffic is let in: a cold one,
+        then one through the batcher, whose time is admission control's first measurement."""
         query = prepare_query(model, [model.item_ids[0]], k=min(10, model.num_items))
         await self._run_batch(model, [query], [0.0])
+        await batcher.submit(query)
 
     def _on_batch(self, size: int, depth: int) -> None:
         self.metrics.batch_size.observe(size)
         self.metrics.queue_depth.set(depth)
 
     async def submit(self, model: ModelVersion, query: Query) -> Answer:
-        return await self._batchers[(model.name, model.version)].submit(query, query.deadline)
+        """Answer `query` on `model`'s batcher; with admission control, refused at once when
+        it is not expected to finish within its deadline (or the default deadline)."""
+        if not self.backend_healthy and not query.fallback:  # popularity needs no backend
+            raise BackendUnavailable("backend unavailable")
+        admit_by = None
+        if self.config.admission:
+            admit_by = query.deadline
+            if admit_by is None:
+                admit_by = time.monotonic() + self.config.default_deadline_seconds
+        key = (model.name, model.version)
+        batcher = self._batchers.get(key)
+        if batcher is None or key in self._retiring:  # resolved just before its unload
+            raise ModelNotFound(f"model_version: {model.name} version {model.version} was unloaded")
+        return await batcher.submit(query, query.deadline, admit_by=admit_by)
+
+    async def unload(self, name: str, version: int) -> None:
+        """Stop serving one version: requests resolved from now on cannot reach it (NOT_FOUND),
+        the ones queued on it finish, then its backend sessions go."""
+        model = self.registry.remove(name, version)
+        # A request resolved to this version a moment ago may not be queued yet (RecommendBatch
+        # submits from tasks, already scheduled): one turn of the loop lets them reach it.
+        await asyncio.sleep(0)
+        key = (name, version)
+        self._retiring.add(key)
+        try:
+            await self._batchers[key].close()
+        finally:
+            del self._batchers[key]
+            self._retiring.discard(key)
+        await self.backend.unload(model)
+        log.info("unloaded %s version %d", name, version)
 
     async def close(self) -> None:
         await asyncio.gather(*(b.close() for b in self._batchers.values()))
@@ -123,9 +172,18 @@ class Engine:
         self, model: ModelVersion, batch: Sequence[Query], stages: dict[str, float]
     ) -> list[Ranked]:
         """Encode, retrieve and score the model's rows of a batch; `stages` gets the seconds."""
+        # Every backend call times out: when the batch's latest deadline passes (nobody waits
+        # longer; the earliest would let one hurried caller fail the others) or after
+        # backend_timeout_seconds, so a stuck backend never holds the batcher for long.
+        deadlines = [q.deadline for q in batch]
+        deadline = None if None in deadlines else max(deadlines)
+        longest = self.config.backend_timeout_seconds
         started = time.perf_counter()
-        vectors = await self.backend.encode(
-            model, pipeline.pad_histories(batch), pipeline.context_matrix(batch)
+        histories, context = pipeline.pad_histories(batch), pipeline.context_matrix(batch)
+        vectors = await call_with_timeout(
+            lambda timeout: self.backend.encode(model, histories, context, timeout=timeout),
+            deadline,
+            longest,
         )
         stages["encode"] = time.perf_counter() - started
 
@@ -135,7 +193,11 @@ class Engine:
 
         started = time.perf_counter()
         padded = pipeline.pad_candidates(candidates)
-        logits = await self.backend.score(model, vectors, padded)
+        logits = await call_with_timeout(
+            lambda timeout: self.backend.score(model, vectors, padded, timeout=timeout),
+            deadline,
+            longest,
+        )
         ranked = [
             pipeline.in_request_order(ids, values)
             if query.score_items is not None

@@ -1,29 +1,42 @@
 """The gateway process: gRPC aio server with health checking, reflection and /metrics.
 
-Health says NOT_SERVING until every model version is loaded and has answered a warm-up batch,
-and turns NOT_SERVING again first thing on shutdown, so load balancers drain it before the
-in-flight requests are finished and the server stops.
+Health says SERVING only while every model version is loaded and warmed up, the backend answers
+its probe, and no shutdown has begun. Shutdown (SIGTERM, SIGINT) drains: NOT_SERVING first
+(Watch streams told and closed), requests still served for `drain_seconds` so load balancers
+can react, then new calls refused with UNAVAILABLE while every admitted request finishes
+(within `grace_seconds`), a short moment of clean refusals, then exit.
+
+Model versions change while serving (serving.lifecycle): SIGHUP, and every `poll_seconds` when
+set, rescan the repository for new versions; the admin service (serving.admin) loads and
+unloads them on demand.
 """
 
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from logitrec_client.proto import recommender_pb2, recommender_pb2_grpc
+from logitrec_client.proto import admin_pb2, recommender_pb2
 
+from serving.admin import ModelAdminService
 from serving.backends import make_backend
 from serving.config import ServeConfig
 from serving.engine import Engine
+from serving.grpc_handlers import add_servicer
+from serving.health import NOT_SERVING, SERVING, HealthService
 from serving.metrics import GatewayMetrics
 from serving.service import RecommenderService
 
 log = logging.getLogger("logitrec.gateway")
-SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["RecommenderService"].full_name
+RECOMMENDER = recommender_pb2.DESCRIPTOR.services_by_name["RecommenderService"]
+SERVICE_NAME = RECOMMENDER.full_name
+HEALTH_SERVICE_NAME = "grpc.health.v1.Health"
+ADMIN = admin_pb2.DESCRIPTOR.services_by_name["ModelAdminService"]
+REFUSE_SECONDS = 0.5  # after the last admitted request: refusing, not yet closed
 
 
 class Gateway:
@@ -32,30 +45,87 @@ class Gateway:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
-        self.health: health.aio.HealthServicer | None = None
+        self.health = HealthService(("", SERVICE_NAME))
         self.server: grpc.aio.Server | None = None
         self.engine: Engine | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.backend_healthy = True  # the backend probe's last verdict
+        self.draining = False
         self._metrics_server = None
+        self._tasks: list[asyncio.Task] = []
+        self._stopped = False
+        self._rescan_requested = asyncio.Event()  # set by SIGHUP
 
-    async def _set_health(self, status) -> None:
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, status)
+    # -- health and background work -------------------------------------------------------
+    async def refresh_health(self) -> None:
+        """SERVING exactly when requests can be answered now."""
+        ready = self.engine is not None and self.engine.ready
+        serving = ready and self.backend_healthy and not self.draining
+        await self.health.set_all(SERVING if serving else NOT_SERVING)
 
+    def spawn(self, work: Coroutine, name: str) -> asyncio.Task:
+        """A background task that lives until the gateway stops (its failures are logged)."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        task.add_done_callback(self._report_task)
+        self._tasks.append(task)
+        return task
+
+    @staticmethod
+    def _report_task(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def _probe_backend(self) -> None:
+        """Ask the backend every backend_probe_seconds whether it can serve; health and the
+        engine's fail-fast follow the verdict (one log line per change)."""
+        while True:
+            problem = ""
+            try:
+                healthy = await self.engine.backend.healthy()
+            except Exception as error:  # a probe that cannot tell is a no
+                healthy, problem = False, f": {type(error).__name__}: {str(error)[:200]}"
+            if healthy != self.backend_healthy:
+                self.backend_healthy = self.engine.backend_healthy = healthy
+                if healthy:
+                    log.info("backend %s healthy again: SERVING", self.config.backend)
+                else:
+                    log.warning("backend %s unhealthy%s: NOT_SERVING", self.config.backend, problem)
+                await self.refresh_health()
+            await asyncio.sleep(self.config.backend_probe_seconds)
+
+    async def _watch_repository(self) -> None:
+        """Look for new model versions every poll_seconds (when > 0) and on SIGHUP; one scan
+        at a time, and a failed scan never ends the watch."""
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self._rescan_requested.wait(), self.config.poll_seconds or None
+                )
+                trigger = "SIGHUP"
+            except TimeoutError:
+                trigger = "poll"
+            self._rescan_requested.clear()
+            try:
+                await self.engine.lifecycle.rescan(trigger)
+            except Exception:
+                log.exception("rescanning %s failed", self.config.repository)
+
+    # -- life cycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        self.server = grpc.aio.server(options=options)
-        self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        self.server = grpc.aio.server(
+            options=options, maximum_concurrent_rpcs=self.config.max_concurrent_rpcs or None
         )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        services = (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME)
+        if self.config.admin:
+            services += (ADMIN.full_name,)
+        reflection.enable_server_reflection(services, self.server)
         self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
         if self.config.metrics_port is not None:
             from prometheus_client import start_http_server
@@ -65,12 +135,15 @@ class Gateway:
             )
             self.metrics_port = self._metrics_server.server_port
         self.engine = Engine(self.config, make_backend(self.config), self.metrics)
-        recommender_pb2_grpc.add_RecommenderServiceServicer_to_server(
-            RecommenderService(self.engine), self.server
-        )
+        recommender = RecommenderService(self.engine)
+        add_servicer(self.server, recommender, RECOMMENDER, on_undecodable=recommender.undecodable)
+        if self.config.admin:  # operators' API: behind the admin role once callers authenticate
+            add_servicer(self.server, ModelAdminService(self.engine), ADMIN)
         await self.server.start()  # health answers NOT_SERVING (and RPCs UNAVAILABLE) meanwhile
         await self.engine.load_all()
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self.spawn(self._probe_backend(), "backend-probe")
+        self.spawn(self._watch_repository(), "repository-watch")
+        await self.refresh_health()
         log.info(
             "serving %s on %s:%d (%s backend)",
             ", ".join(
@@ -82,13 +155,25 @@ class Gateway:
         )
 
     async def stop(self) -> None:
-        """NOT_SERVING first, then drain: queued requests finish within the grace period."""
-        if self.server is None:
+        """Drain, then stop: see the module docstring. Safe to call more than once."""
+        if self.server is None or self._stopped:
             return
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._stopped = True
+        self.draining = True
+        await self.health.close()
+        if self.engine is not None and self.engine.ready and self.config.drain_seconds:
+            log.info("draining: NOT_SERVING, still answering for %.1f s", self.config.drain_seconds)
+            await asyncio.sleep(self.config.drain_seconds)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.engine is not None:
+            # New calls are refused from here on; the admitted ones finish.
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.engine.close(), self.config.grace_seconds)
+            # A caller answered just now may send once more: refuse it cleanly (UNAVAILABLE,
+            # which clients retry elsewhere) before the port closes and gRPC cancels calls.
+            await asyncio.sleep(REFUSE_SECONDS)
         await self.server.stop(self.config.grace_seconds)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -97,12 +182,16 @@ class Gateway:
         try:
             await self.start()
         except BaseException:
-            await self.stop()
+            await self.stop()  # nothing was served yet: no drain period
             raise
+        loop = asyncio.get_running_loop()
+        # SIGHUP rescans the repository; handled before the gateway says it is ready, so a
+        # SIGHUP sent the moment it is cannot end the process.
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, self._rescan_requested.set)
         if on_ready is not None:
             on_ready(self)
         stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stopping.set)

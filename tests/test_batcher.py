@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from serving.batcher import MicroBatcher
-from serving.errors import DeadlineExpired, GatewayError, Overloaded
+from serving.batcher import BatchTiming, MicroBatcher
+from serving.errors import DeadlineExpired, GatewayError, Overloaded, ShuttingDown
 
 
 def make(handler, **settings):
@@ -106,5 +106,42 @@ async def test_close_drains_queued_requests_and_then_refuses_new_ones():
     await asyncio.sleep(0)
     await batcher.close()
     assert [await p for p in pending] == list(range(6))
-    with pytest.raises(Overloaded, match="shutting down"):
+    with pytest.raises(ShuttingDown, match="shutting down"):
         await batcher.submit(7)
+
+
+def test_batch_timing_expects_fixed_overhead_or_per_request_cost_whichever_is_larger():
+    timing = BatchTiming(smoothing=0.5)
+    assert not timing.measured
+    timing.record(0.010, 1)  # a lone request: 10 ms of overhead
+    assert timing.seconds(1) == pytest.approx(0.010)
+    timing.record(0.080, 8)  # a batch of 8: 10 ms per request
+    assert timing.seconds(1) == pytest.approx(0.045)  # the average batch time
+    assert timing.seconds(64) == pytest.approx(64 * 0.010)  # grows with the batch
+
+
+@pytest.mark.asyncio
+async def test_admission_refuses_at_once_what_cannot_finish_by_its_deadline():
+    release = asyncio.Event()
+
+    async def slow(items, waits):  # each batch takes 0.2 s once released
+        await release.wait()
+        await asyncio.sleep(0.2)
+        return items
+
+    batcher = make(slow, max_batch_size=1, max_wait_seconds=0)
+    release.set()
+    assert await batcher.submit("measured") == "measured"  # one batch timed: ~0.2 s
+    release.clear()
+    queued = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+    while batcher.received < 4:
+        await asyncio.sleep(0)
+    now = time.monotonic()
+    # Three batches of ~0.2 s are ahead of it: a 0.3 s deadline cannot be met.
+    with pytest.raises(Overloaded, match="after the deadline"):
+        await batcher.submit("hurried", now + 0.3, admit_by=now + 0.3)
+    assert batcher.received == 4, "a refused request is never queued"
+    patient = asyncio.ensure_future(batcher.submit("patient", admit_by=now + 30))
+    release.set()
+    assert await asyncio.gather(*queued, patient) == [0, 1, 2, "patient"]
+    await batcher.close()

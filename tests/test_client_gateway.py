@@ -3,6 +3,7 @@
 import socket
 import urllib.request
 
+import grpc
 import pytest
 from conftest import running_gateway, spawn_gateway, stop_process
 from logitrec_client import (
@@ -16,6 +17,8 @@ from logitrec_client import (
     RetryPolicy,
     Unavailable,
 )
+from logitrec_client.proto import recommender_pb2 as pb
+from logitrec_client.proto import recommender_pb2_grpc
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +76,11 @@ def scrape(metrics_url: str) -> dict[str, float]:
 
 def test_a_deadline_that_passes_in_the_queue_costs_no_inference(repository):
     # Batches wait 1.5 s to fill: the first request's 0.3 s deadline passes while it is queued.
+    # (Admission control would refuse it up front, seeing the wait: this is the path for
+    # requests it admitted on an estimate that turned out wrong.)
+    flags = ("--max-wait-ms", 1500, "--no-admission")
     with (
-        running_gateway(repository, "--max-wait-ms", 1500) as (target, metrics_url, _process),
+        running_gateway(repository, *flags) as (target, metrics_url, _process),
         RecommenderClient(target) as client,
     ):
         before = scrape(metrics_url)
@@ -111,3 +117,18 @@ def test_client_retries_bridge_a_gateway_restart(repository, tmp_path):
             stop_process(process)
         with pytest.raises(Unavailable):  # nobody listens any more: retried, then reported
             client.recommend(["3", "4"], k=5, timeout=10)
+
+
+def test_admission_refuses_at_once_a_request_that_cannot_meet_its_deadline(repository):
+    # Batches wait 1.5 s to fill, which the gateway knows: a 0.3 s deadline cannot be met.
+    with running_gateway(repository, "--max-wait-ms", 1500) as (target, metrics_url, _process):
+        with grpc.insecure_channel(target) as channel:
+            stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+            request = pb.RecommendRequest(history=[pb.Event(item_id="1")], k=3)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Recommend(request, timeout=0.3)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "after the deadline" in refused.value.details()
+            assert len(stub.Recommend(request, timeout=30).items) == 3  # a patient one is served
+        after = scrape(metrics_url)
+    assert after['logitrec_request_failures_total{reason="overloaded"}'] == 1
