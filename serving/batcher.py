@@ -12,7 +12,6 @@ stays near capacity instead of every request timing out in a long queue.
 """
 
 import asyncio
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -177,28 +176,38 @@ class MicroBatcher(Generic[Item, Result]):
 
 
 class BatchTiming:
-    """Recent batch durations, as a moving average of the time per batch and per request.
+    """Recent batch durations as a line: seconds(n) = fixed + per_request x n.
 
-    A batch of n requests is expected to take max(average batch time, n x average time per
-    request): small batches cost a fixed overhead, large ones grow with their size.
+    Fitted by least squares over exponentially weighted recent batches, so it follows the
+    machine as it changes. Until batches of different sizes were seen (no slope to fit), a
+    batch of n is expected to take the average batch time, scaled up in proportion when n is
+    larger than the average batch: an overestimate there refuses requests that would have made
+    their deadline, which costs as much as it saves.
     """
 
-    def __init__(self, smoothing: float = 0.2) -> None:
+    def __init__(self, smoothing: float = 0.1) -> None:
         self.smoothing = smoothing
-        self._per_batch = math.nan
-        self._per_request = math.nan
+        self._moments: list[float] | None = None  # means of n, d, n*n, n*d
 
     @property
     def measured(self) -> bool:
-        return not math.isnan(self._per_batch)
+        return self._moments is not None
 
     def record(self, seconds: float, size: int) -> None:
-        if not self.measured:
-            self._per_batch, self._per_request = seconds, seconds / size
+        sample = [size, seconds, size * size, size * seconds]
+        if self._moments is None:
+            self._moments = sample
             return
         keep = 1.0 - self.smoothing
-        self._per_batch = keep * self._per_batch + self.smoothing * seconds
-        self._per_request = keep * self._per_request + self.smoothing * seconds / size
+        self._moments = [
+            keep * m + self.smoothing * x for m, x in zip(self._moments, sample, strict=True)
+        ]
 
     def seconds(self, size: int) -> float:
-        return max(self._per_batch, self._per_request * size)
+        mean_n, mean_d, mean_nn, mean_nd = self._moments
+        variance = mean_nn - mean_n * mean_n
+        if variance > 1e-6 * max(1.0, mean_n * mean_n):
+            slope = max(0.0, (mean_nd - mean_n * mean_d) / variance)
+            fixed = max(0.0, mean_d - slope * mean_n)
+            return fixed + slope * size
+        return mean_d * max(1.0, size / mean_n)

@@ -120,9 +120,10 @@ def prepare_query(
 
     Counts are checked first, against the limits, so an oversized request costs nothing more.
     """
-    context = context if context is not None else {}
     _check_counts(history, k, exclude_ids, allowed_ids, score_ids, (max_history, max_ids, max_k))
-    _check_shape(model, history, context, k, score_ids)
+    _check_shape(model, history, context or {}, k, score_ids)
+    # Then a plain dict (only known features are left): a protobuf map is slow to look up in.
+    context = dict(context) if context else {}
     known = [model.index_of.get(item_id, 0) for item_id in history]
     unknown = tuple(dict.fromkeys(i for i, index in zip(history, known, strict=True) if not index))
     known_items = np.asarray([i for i in known if i], dtype=np.int64)  # oldest first

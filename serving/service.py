@@ -25,10 +25,13 @@ from serving.registry import ModelVersion
 
 access_log = logging.getLogger("logitrec.access")
 ERROR_CHARS = 256  # of a refusal's message in its access line
-# Callers' mistakes and their own departures are routine (info); overload and an unreachable
-# backend need an operator's eye (warning); only INTERNAL is a fault of ours (error, traceback).
+# Callers' mistakes and their own departures are routine (info), and so are overload refusals:
+# logging each at warning would add work exactly when the gateway has none to spare (the
+# failures metric counts them). An unreachable backend needs an operator's eye (warning); only
+# INTERNAL is a fault of ours (error, traceback).
 LOG_LEVELS = {
     grpc.StatusCode.OK: logging.INFO,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: logging.INFO,
     grpc.StatusCode.INVALID_ARGUMENT: logging.INFO,
     grpc.StatusCode.NOT_FOUND: logging.INFO,
     grpc.StatusCode.CANCELLED: logging.INFO,
@@ -76,6 +79,9 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
         self.metrics.request_duration.labels(method).observe(seconds)
         if reason:
             self.metrics.failures.labels(reason).inc()
+        level = LOG_LEVELS.get(code, logging.WARNING)
+        if not access_log.isEnabledFor(level):
+            return  # the line would be dropped: skip building it (the hot path's saving)
         message, error = failure or ("", None)
         fields = {
             "method": method,
@@ -90,7 +96,6 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
             **_served_by(request, response),
         }
         internal = code == grpc.StatusCode.INTERNAL
-        level = LOG_LEVELS.get(code, logging.WARNING)
         access_log.log(level, "%s %s", method, code.name, extra=fields, exc_info=internal and error)
 
     async def undecodable(self, method: str, request: Undecodable, context) -> None:

@@ -110,14 +110,17 @@ async def test_close_drains_queued_requests_and_then_refuses_new_ones():
         await batcher.submit(7)
 
 
-def test_batch_timing_expects_fixed_overhead_or_per_request_cost_whichever_is_larger():
+def test_batch_timing_fits_a_fixed_cost_plus_a_cost_per_request():
     timing = BatchTiming(smoothing=0.5)
     assert not timing.measured
-    timing.record(0.010, 1)  # a lone request: 10 ms of overhead
-    assert timing.seconds(1) == pytest.approx(0.010)
-    timing.record(0.080, 8)  # a batch of 8: 10 ms per request
-    assert timing.seconds(1) == pytest.approx(0.045)  # the average batch time
-    assert timing.seconds(64) == pytest.approx(64 * 0.010)  # grows with the batch
+    timing.record(0.010, 8)  # one size seen: the average time, scaled up for larger batches
+    assert timing.seconds(4) == pytest.approx(0.010)
+    assert timing.seconds(16) == pytest.approx(0.020)
+    for _ in range(20):  # batches of 8 and 32 taking 2 ms + 1 ms per request
+        timing.record(0.002 + 0.001 * 8, 8)
+        timing.record(0.002 + 0.001 * 32, 32)
+    assert timing.seconds(1) == pytest.approx(0.003, rel=0.05)
+    assert timing.seconds(64) == pytest.approx(0.066, rel=0.05)
 
 
 @pytest.mark.asyncio
