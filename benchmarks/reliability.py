@@ -162,30 +162,21 @@ def overload(repository: Path, requests, args) -> dict:
 def drain(repository: Path, requests, clients: int = 16) -> dict:
     """SIGTERM under closed-loop load: how many requests ended other than OK or UNAVAILABLE."""
 
-    async def client(stub, offset: int, outcomes: list) -> None:
-        index = offset
-        while True:
-            try:
-                await stub.Recommend(requests[index % len(requests)], timeout=20)
-                outcomes.append("OK")
-            except grpc.aio.AioRpcError as error:
-                outcomes.append(error.code().name)
-                if error.code() == grpc.StatusCode.UNAVAILABLE:
-                    return
-            index += clients
-
     async def run(target: str, process) -> dict:
         channel = grpc.aio.insecure_channel(target)
         stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
-        outcomes: list[str] = []
-        tasks = [asyncio.ensure_future(client(stub, i, outcomes)) for i in range(clients)]
+        calls: list[tuple[str, int]] = []
+        traffic = asyncio.ensure_future(
+            closed_loop(stub, requests, calls, asyncio.Event(), clients, until_refused=True)
+        )
         await asyncio.sleep(3)  # steady traffic before the signal
-        before = len(outcomes)
+        before = len(calls)
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        await asyncio.wait_for(traffic, 60)
         exit_code = await asyncio.to_thread(process.wait, 60)
         await channel.close()
+        outcomes = [code for code, _ in calls]
         codes = {c: outcomes.count(c) for c in set(outcomes)}
         lost = sum(n for c, n in codes.items() if c not in ("OK", "UNAVAILABLE"))
         return {
@@ -206,9 +197,12 @@ def drain(repository: Path, requests, clients: int = 16) -> dict:
     return result
 
 
-async def closed_loop_outcomes(stub, requests, stop: asyncio.Event, clients: int) -> list:
-    """(code, model_version) of every call `clients` closed-loop callers make until `stop`."""
-    outcomes: list[tuple[str, int]] = []
+async def closed_loop(
+    stub, requests, outcomes: list, stop: asyncio.Event, clients: int, *, until_refused=False
+) -> None:
+    """`clients` closed-loop callers append (code, model_version) of every call to `outcomes`
+    until `stop` is set; with `until_refused`, each also stops at its first UNAVAILABLE (a real
+    client would go to another replica)."""
 
     async def client(offset: int) -> None:
         index = offset
@@ -218,10 +212,11 @@ async def closed_loop_outcomes(stub, requests, stop: asyncio.Event, clients: int
                 outcomes.append(("OK", response.model_version))
             except grpc.aio.AioRpcError as error:
                 outcomes.append((error.code().name, 0))
+                if until_refused and error.code() == grpc.StatusCode.UNAVAILABLE:
+                    return
             index += clients
 
     await asyncio.gather(*(client(i) for i in range(clients)))
-    return outcomes
 
 
 def roll_in(checkpoint: Path, clients: int = 16) -> dict:
@@ -238,8 +233,8 @@ def roll_in(checkpoint: Path, clients: int = 16) -> dict:
         channel = grpc.aio.insecure_channel(target)
         stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
         admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
-        stop = asyncio.Event()
-        traffic = asyncio.ensure_future(closed_loop_outcomes(stub, requests, stop, clients))
+        stop, outcomes = asyncio.Event(), []
+        traffic = asyncio.ensure_future(closed_loop(stub, requests, outcomes, stop, clients))
         await asyncio.sleep(2)
         started = time.monotonic()
         await asyncio.to_thread(export_version, checkpoint, repository, 2)
@@ -248,7 +243,7 @@ def roll_in(checkpoint: Path, clients: int = 16) -> dict:
         loaded = time.monotonic()
         await asyncio.sleep(2)
         stop.set()
-        outcomes = await traffic
+        await traffic
         await channel.close()
         codes = {c: sum(1 for code, _ in outcomes if code == c) for c, _ in set(outcomes)}
         versions = [v for code, v in outcomes if code == "OK"]

@@ -36,9 +36,6 @@ class HealthService(health_pb2_grpc.HealthServicer):
                 self._status[service] = NOT_SERVING
             self._changed.notify_all()
 
-    def status(self, service: str = ""):
-        return self._status.get(service)
-
     async def Check(self, request, context):
         status = self._status.get(request.service)
         if status is None:

@@ -50,7 +50,6 @@ class Gateway:
         self.engine: Engine | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
-        self.backend_healthy = True  # the backend probe's last verdict
         self.draining = False
         self._metrics_server = None
         self._tasks: list[asyncio.Task] = []
@@ -61,7 +60,7 @@ class Gateway:
     async def refresh_health(self) -> None:
         """SERVING exactly when requests can be answered now."""
         ready = self.engine is not None and self.engine.ready
-        serving = ready and self.backend_healthy and not self.draining
+        serving = ready and self.engine.backend_healthy and not self.draining
         await self.health.set_all(SERVING if serving else NOT_SERVING)
 
     def spawn(self, work: Coroutine, name: str) -> asyncio.Task:
@@ -85,8 +84,8 @@ class Gateway:
                 healthy = await self.engine.backend.healthy()
             except Exception as error:  # a probe that cannot tell is a no
                 healthy, problem = False, f": {type(error).__name__}: {str(error)[:200]}"
-            if healthy != self.backend_healthy:
-                self.backend_healthy = self.engine.backend_healthy = healthy
+            if healthy != self.engine.backend_healthy:
+                self.engine.backend_healthy = healthy
                 if healthy:
                     log.info("backend %s healthy again: SERVING", self.config.backend)
                 else:
