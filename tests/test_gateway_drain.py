@@ -22,7 +22,8 @@ class Traffic:
 
     def __init__(self, target: str) -> None:
         self.target = target
-        self.outcomes: list[tuple[float, grpc.StatusCode]] = []  # (finished at, code)
+        # (sent at, finished at, code) of every call
+        self.outcomes: list[tuple[float, float, grpc.StatusCode]] = []
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self.threads = [threading.Thread(target=self._client, args=(i,)) for i in range(CLIENTS)]
@@ -32,19 +33,20 @@ class Traffic:
             stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
             request = pb.RecommendRequest(history=[pb.Event(item_id=str(offset % 50 + 1))], k=5)
             while not self.stop.is_set():
+                sent = time.monotonic()
                 try:
                     stub.Recommend(request, timeout=20)
                     code = grpc.StatusCode.OK
                 except grpc.RpcError as error:
                     code = error.code()
                 with self._lock:
-                    self.outcomes.append((time.monotonic(), code))
+                    self.outcomes.append((sent, time.monotonic(), code))
                 if code == grpc.StatusCode.UNAVAILABLE:
                     return  # refused: a real client would go to another replica
 
     def count(self, code=grpc.StatusCode.OK) -> int:
         with self._lock:
-            return sum(1 for _, c in self.outcomes if c == code)
+            return sum(1 for _, _, c in self.outcomes if c == code)
 
 
 def watch_health(target: str, seen: list, ended: threading.Event) -> None:
@@ -89,7 +91,7 @@ def test_sigterm_under_load_drains_and_loses_nothing(tiny_repository):
                 thread.join(timeout=30)
         watcher.join(timeout=30)
 
-    codes = {code for _, code in traffic.outcomes}
+    codes = {code for _, _, code in traffic.outcomes}
     assert codes <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
     assert traffic.count(grpc.StatusCode.UNAVAILABLE) == CLIENTS  # each refused once, at the end
     # Health: SERVING, then NOT_SERVING after SIGTERM; the watch stream ended before the exit.
@@ -97,7 +99,13 @@ def test_sigterm_under_load_drains_and_loses_nothing(tiny_repository):
     assert statuses[0] == SERVING and NOT_SERVING in statuses, statuses
     not_serving_at = next(t for t, status in seen if status == NOT_SERVING)
     assert terminated_at < not_serving_at < exited_at and watch_ended.is_set()
-    # In that order: NOT_SERVING, requests still answered (the drain), then refusals.
-    first_refusal = min(t for t, code in traffic.outcomes if code == grpc.StatusCode.UNAVAILABLE)
-    served_after = [t for t, code in traffic.outcomes if code == grpc.StatusCode.OK]
-    assert any(not_serving_at < t < first_refusal for t in served_after), "no drain period"
+    # In that order: NOT_SERVING, new requests still taken and answered (the drain), then
+    # refusals. (Requests already in flight at NOT_SERVING would finish without any drain.)
+    unavailable = grpc.StatusCode.UNAVAILABLE
+    first_refusal = min(done for _, done, code in traffic.outcomes if code == unavailable)
+    taken_while_draining = [
+        sent
+        for sent, done, code in traffic.outcomes
+        if code == grpc.StatusCode.OK and not_serving_at < sent and done < first_refusal
+    ]
+    assert taken_while_draining, "no drain period: new requests were refused at once"
