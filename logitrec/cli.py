@@ -6,7 +6,7 @@ import typer
 
 from export.cli import export_command
 from logitrec.errors import InputError
-from serving.cli import serve_command
+from serving.cli import serve_command, token_app
 from training.cli import checkpoint_app, evaluate_command, train_command
 from training.data.cli import data_app
 
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(checkpoint_app, name="checkpoint")
+app.add_typer(token_app, name="token")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("export")(export_command)

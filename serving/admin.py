@@ -14,6 +14,7 @@ import grpc
 from logitrec_client.proto import admin_pb2 as pb
 from logitrec_client.proto import admin_pb2_grpc
 
+from serving.auth import CALLER
 from serving.engine import Engine
 from serving.errors import InvalidRequest, quote, status_of
 from serving.registry import ModelVersion
@@ -43,15 +44,21 @@ class ModelAdminService(admin_pb2_grpc.ModelAdminServiceServicer):
         self.lifecycle = engine.lifecycle
 
     async def _answer(self, method: str, context: grpc.aio.ServicerContext, work):
+        """Run `work`; every call leaves an audit line naming its caller (the token's name)."""
+        caller = CALLER.get() or "anonymous"
+        audit = {"method": method, "caller": caller}
         try:
-            return await work
+            response = await work
         except Exception as error:
             code, message, _ = status_of(error)
             if code == grpc.StatusCode.INTERNAL:
-                log.exception("admin %s failed", method)
+                log.exception("admin %s by %s failed", method, caller, extra=audit)
             else:
-                log.info("admin %s refused: %s (%s)", method, message, code.name)
+                log.info("admin %s by %s refused: %s (%s)", method, caller, message, code.name,
+                         extra=audit)  # fmt: skip
             await context.abort(code, message)
+        log.info("admin %s by %s: OK", method, caller, extra=audit)
+        return response
 
     # -- RPCs -------------------------------------------------------------------------------
     async def ListModels(self, request, context):

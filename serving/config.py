@@ -1,5 +1,6 @@
 """Gateway settings: one frozen dataclass from a TOML file's [serve] table, then CLI overrides."""
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -18,7 +19,12 @@ class ServeConfig:
     triton_url: str = "127.0.0.1:8001"
     host: str = "127.0.0.1"
     port: int = 50051
-    metrics_port: int | None = 9464  # Prometheus /metrics over HTTP; None: off
+    # Prometheus /metrics over plain HTTP on metrics_host (default: host):metrics_port. On unless
+    # tokens are configured (then off unless asked for: it is unauthenticated); None: that default
+    metrics: bool | None = None
+    metrics_port: int | None = 9464  # None: off
+    metrics_host: str | None = None
+    reflection: bool | None = None  # gRPC server reflection; None: on unless tokens are configured
     max_batch_size: int = 64  # with --backend triton: at most the models' exported max_batch_size
     max_wait_ms: float = 2.0  # how long a batch waits to fill once its first request arrived
     max_queue: int = 4096  # queued requests per model version before RESOURCE_EXHAUSTED
@@ -54,13 +60,74 @@ class ServeConfig:
     # -- model lifecycle: look for new complete versions every poll_seconds (0: only at start,
     # on SIGHUP and through the admin service)
     poll_seconds: float = 0.0
-    admin: bool = True  # serve logitrec.admin.v1 (load/unload versions) on the same port
+    # serve logitrec.admin.v1 (load/unload versions) on the same port; None: on when callers
+    # authenticate (admin role) or the port is loopback-only, else off
+    admin: bool | None = None
 
     # -- backend faults: every backend call times out (from the batch's earliest deadline,
     # at most backend_timeout_seconds); the backend is probed every backend_probe_seconds
     # and health follows it
     backend_timeout_seconds: float = 10.0
     backend_probe_seconds: float = 1.0
+
+    # -- security (docs/security.md). TLS: certificate chain and key (PEM files); with
+    # tls_client_ca, callers must present a certificate signed by it (mutual TLS). Plaintext
+    # is for loopback binds; elsewhere it needs `insecure` (e.g. behind a TLS-terminating mesh).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    insecure: bool = False
+    # Bearer tokens with roles (recommend, admin): a TOML file, and/or the environment variables
+    # LOGITREC_RECOMMEND_TOKENS / LOGITREC_ADMIN_TOKENS; never on the command line
+    tokens_file: Path | None = None
+    # TLS files and the tokens file are read again when they change (checked this often; 0: only
+    # on SIGHUP)
+    credentials_poll_seconds: float = 5.0
+    # TLS to Triton (needed when triton_url is not a loopback address, unless `insecure`)
+    triton_tls: bool = False
+    triton_root_certs: Path | None = None  # PEM CAs to trust (default: the system's)
+    triton_client_cert: Path | None = None  # client certificate chain, for a Triton with mTLS
+    triton_client_key: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def loopback_only(self) -> bool:
+        """Is the gRPC port reachable only from this machine?"""
+        return is_loopback(self.host)
+
+
+PATH_SETTINGS = (
+    "repository",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tokens_file",
+    "triton_root_certs",
+    "triton_client_cert",
+    "triton_client_key",
+)
+
+
+def is_loopback(host: str) -> bool:
+    """A bind or connect address that only this machine can use (a host name other than
+    localhost counts as reachable from elsewhere: it cannot be known here)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_host(url: str) -> str:
+    """The host of a host:port address ([v6]:port included)."""
+    if url.startswith("["):
+        return url[1 : url.find("]")]
+    return url.rsplit(":", 1)[0] if url.count(":") == 1 else url
 
 
 def load_config(path: Path | None, overrides: dict | None = None) -> ServeConfig:
@@ -78,8 +145,9 @@ def load_config(path: Path | None, overrides: dict | None = None) -> ServeConfig
         unknown = set(table) - known
         if unknown:
             raise InputError(f"{path}: unknown [serve] setting(s) {', '.join(sorted(unknown))}")
-        if "repository" in table:
-            table["repository"] = Path(table["repository"])
+        for name in PATH_SETTINGS:
+            if table.get(name) is not None:
+                table[name] = Path(table[name])
         config = replace(config, **table)
     values = {k: v for k, v in (overrides or {}).items() if v is not None}
     config = replace(config, **values)
@@ -106,7 +174,13 @@ def validate(config: ServeConfig) -> None:
         if getattr(config, name) < 1:
             flag = name.replace("_", "-")
             raise InputError(f"--{flag}: expected a positive integer, got {getattr(config, name)}")
-    for name in ("drain_seconds", "grace_seconds", "poll_seconds", "max_concurrent_rpcs"):
+    for name in (
+        "drain_seconds",
+        "grace_seconds",
+        "poll_seconds",
+        "max_concurrent_rpcs",
+        "credentials_poll_seconds",
+    ):
         if getattr(config, name) < 0:
             raise InputError(
                 f"--{name.replace('_', '-')}: expected >= 0, got {getattr(config, name)}"
@@ -125,3 +199,33 @@ def validate(config: ServeConfig) -> None:
         raise InputError(f"--max-wait-ms: expected >= 0, got {config.max_wait_ms}")
     if not Path(config.repository).is_dir():
         raise InputError(f"{config.repository}: model repository not found (run `logitrec export`)")
+    validate_security(config)
+
+
+def validate_security(config: ServeConfig) -> None:
+    """Refuse settings that would serve in the clear where others can listen, or half a TLS
+    setup; files are checked here so a typo is one clear line, not a failed handshake later."""
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise InputError("--tls-cert and --tls-key: give both (certificate chain and its key)")
+    if config.tls_client_ca is not None and not config.tls:
+        raise InputError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
+    if not config.tls and not config.loopback_only and not config.insecure:
+        raise InputError(
+            f"--host {config.host}: a non-loopback address needs TLS (--tls-cert, --tls-key); "
+            "to serve plaintext there anyway (e.g. behind a TLS-terminating proxy or mesh), "
+            "pass --insecure"
+        )
+    remote_triton = config.backend == "triton" and not is_loopback(url_host(config.triton_url))
+    if remote_triton and not config.triton_tls and not config.insecure:
+        raise InputError(
+            f"--triton-url {config.triton_url}: a remote Triton needs --triton-tls "
+            "(with --triton-root-certs for a private CA), or --insecure"
+        )
+    if (config.triton_client_cert is None) != (config.triton_client_key is None):
+        raise InputError("--triton-client-cert and --triton-client-key: give both")
+    if (config.triton_root_certs or config.triton_client_cert) and not config.triton_tls:
+        raise InputError("--triton-root-certs/--triton-client-cert need --triton-tls")
+    for name in PATH_SETTINGS[1:]:
+        path = getattr(config, name)
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"--{name.replace('_', '-')} {path}: file not found")

@@ -18,6 +18,8 @@ CONTEXT_FIELDS = (
     "stages",
     "requests",
     "error",
+    "peer",
+    "caller",
 )
 FIELD_CHARS = 64  # a caller's string in a log field: enough to trace, never unbounded
 

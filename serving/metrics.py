@@ -37,3 +37,9 @@ class GatewayMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.denied = Counter(
+            "logitrec_denied_total",
+            "Calls refused by authentication (UNAUTHENTICATED) or role (PERMISSION_DENIED).",
+            ["status"],
+            registry=self.registry,
+        )

@@ -9,6 +9,11 @@ can react, then new calls refused with UNAVAILABLE while every admitted request 
 Model versions change while serving (serving.lifecycle): SIGHUP, and every `poll_seconds` when
 set, rescan the repository for new versions; the admin service (serving.admin) loads and
 unloads them on demand.
+
+Security (docs/security.md): TLS (mutual with a client CA) from files, bearer tokens with roles
+checked by an interceptor before a request is decoded (serving.auth), both re-read when their
+files change and on SIGHUP (serving.credentials). With tokens, reflection and /metrics are off
+unless asked for, and the admin service needs the admin role; health is always open.
 """
 
 import asyncio
@@ -22,9 +27,12 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from logitrec_client.proto import admin_pb2, recommender_pb2
 
+from logitrec.errors import InputError
+from serving import auth
 from serving.admin import ModelAdminService
 from serving.backends import make_backend
 from serving.config import ServeConfig
+from serving.credentials import Credentials
 from serving.engine import Engine
 from serving.grpc_handlers import add_servicer
 from serving.health import NOT_SERVING, SERVING, HealthService
@@ -36,6 +44,13 @@ RECOMMENDER = recommender_pb2.DESCRIPTOR.services_by_name["RecommenderService"]
 SERVICE_NAME = RECOMMENDER.full_name
 HEALTH_SERVICE_NAME = "grpc.health.v1.Health"
 ADMIN = admin_pb2.DESCRIPTOR.services_by_name["ModelAdminService"]
+# Who may call what once tokens are configured (services not named here need any valid token).
+ROLE_NEEDED = {
+    SERVICE_NAME: auth.RECOMMEND,
+    ADMIN.full_name: auth.ADMIN,
+    HEALTH_SERVICE_NAME: auth.OPEN,  # load balancers and kubelets probe without credentials
+    reflection.SERVICE_NAME: auth.RECOMMEND,
+}
 REFUSE_SECONDS = 0.5  # after the last admitted request: refusing, not yet closed
 
 
@@ -54,7 +69,9 @@ class Gateway:
         self._metrics_server = None
         self._tasks: list[asyncio.Task] = []
         self._stopped = False
+        self.credentials: Credentials | None = None
         self._rescan_requested = asyncio.Event()  # set by SIGHUP
+        self._reload_requested = asyncio.Event()  # set by SIGHUP
 
     # -- health and background work -------------------------------------------------------
     async def refresh_health(self) -> None:
@@ -110,48 +127,127 @@ class Gateway:
             except Exception:
                 log.exception("rescanning %s failed", self.config.repository)
 
+    async def _watch_credentials(self) -> None:
+        """Re-read changed TLS and token files every credentials_poll_seconds (when > 0), and
+        all of them on SIGHUP."""
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self._reload_requested.wait(), self.config.credentials_poll_seconds or None
+                )
+                forced = True
+            except TimeoutError:
+                forced = False
+            self._reload_requested.clear()
+            self.credentials.reload(force=forced)
+
+    def _on_sighup(self) -> None:
+        self._rescan_requested.set()
+        self._reload_requested.set()
+
+    def _on_denied(self, denial: auth.Denial, method: str, peer: str) -> None:
+        self.metrics.denied.labels(denial.code.name).inc()
+        auth.log_denial(denial, method, peer)
+
     # -- life cycle ---------------------------------------------------------------------------
+    def _exposure(self, authenticating: bool) -> tuple[bool, bool, bool]:
+        """(admin, reflection, metrics) as configured, or their defaults: with tokens, admin on
+        (behind its role), reflection and the unauthenticated /metrics off; without, admin
+        only where nobody else can reach the port."""
+        config = self.config
+        admin = config.admin if config.admin is not None else (
+            authenticating or config.loopback_only
+        )  # fmt: skip
+        reflection_on = config.reflection if config.reflection is not None else not authenticating
+        metrics_on = config.metrics if config.metrics is not None else not authenticating
+        return admin, reflection_on, metrics_on and config.metrics_port is not None
+
+    def _warn_about_exposure(self, admin: bool, authenticating: bool) -> None:
+        config = self.config
+        if not config.tls and not config.loopback_only:
+            log.warning(
+                "PLAINTEXT on %s:%s (--insecure): requests, answers and tokens can be read and "
+                "changed on the network; only behind a TLS-terminating proxy or mesh",
+                config.host, config.port,
+            )  # fmt: skip
+        if admin and not authenticating and not config.loopback_only:
+            log.warning(
+                "the admin service (load/unload models) is open to anyone who reaches %s: "
+                "configure tokens (--tokens-file) or --no-admin",
+                config.host,
+            )
+        if not authenticating and not config.loopback_only:
+            log.warning("no tokens configured: anyone who reaches %s is answered", config.host)
+
     async def start(self) -> None:
+        self.credentials = Credentials(self.config)
+        authenticating = self.credentials.authenticating
+        admin, reflection_on, metrics_on = self._exposure(authenticating)
+        self._warn_about_exposure(admin, authenticating)
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
+        interceptors = []
+        if authenticating:
+            current = self.credentials
+            interceptors.append(
+                auth.AuthInterceptor(lambda: current.tokens, ROLE_NEEDED, self._on_denied)
+            )
         self.server = grpc.aio.server(
-            options=options, maximum_concurrent_rpcs=self.config.max_concurrent_rpcs or None
+            options=options,
+            interceptors=interceptors,
+            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs or None,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        services = (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME)
-        if self.config.admin:
-            services += (ADMIN.full_name,)
-        reflection.enable_server_reflection(services, self.server)
-        self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
-        if self.config.metrics_port is not None:
+        if reflection_on:
+            services = (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME)
+            services += (ADMIN.full_name,) if admin else ()
+            reflection.enable_server_reflection(services, self.server)
+        address = f"{self.config.host}:{self.config.port}"
+        try:
+            if self.credentials.certificates is not None:
+                tls = self.credentials.certificates.credentials()
+                self.port = self.server.add_secure_port(address, tls)
+            else:
+                self.port = self.server.add_insecure_port(address)
+        except RuntimeError:
+            raise InputError(
+                f"--host/--port: cannot listen on {address} (in use, or not this machine's)"
+            ) from None
+        if metrics_on:
             from prometheus_client import start_http_server
 
             self._metrics_server, _ = start_http_server(
-                self.config.metrics_port, addr=self.config.host, registry=self.metrics.registry
+                self.config.metrics_port,
+                addr=self.config.metrics_host or self.config.host,
+                registry=self.metrics.registry,
             )
             self.metrics_port = self._metrics_server.server_port
         self.engine = Engine(self.config, make_backend(self.config), self.metrics)
         recommender = RecommenderService(self.engine)
         add_servicer(self.server, recommender, RECOMMENDER, on_undecodable=recommender.undecodable)
-        if self.config.admin:  # operators' API: behind the admin role once callers authenticate
+        if admin:  # operators' API: behind the admin role when callers authenticate
             add_servicer(self.server, ModelAdminService(self.engine), ADMIN)
         await self.server.start()  # health answers NOT_SERVING (and RPCs UNAVAILABLE) meanwhile
         await self.engine.load_all()
         self.spawn(self._probe_backend(), "backend-probe")
         self.spawn(self._watch_repository(), "repository-watch")
+        self.spawn(self._watch_credentials(), "credentials-watch")
         await self.refresh_health()
         log.info(
-            "serving %s on %s:%d (%s backend)",
+            "serving %s on %s:%d (%s backend; %s; %s)",
             ", ".join(
                 f"{n} v{self.engine.registry.versions(n)}" for n in self.engine.registry.names()
             ),
             self.config.host,
             self.port,
             self.config.backend,
-        )
+            ("mutual TLS" if self.config.tls_client_ca else "TLS") if self.config.tls
+            else "plaintext",
+            f"{len(self.credentials.tokens)} token(s)" if authenticating else "no tokens",
+        )  # fmt: skip
 
     async def stop(self) -> None:
         """Drain, then stop: see the module docstring. Safe to call more than once."""
@@ -184,10 +280,10 @@ class Gateway:
             await self.stop()  # nothing was served yet: no drain period
             raise
         loop = asyncio.get_running_loop()
-        # SIGHUP rescans the repository; handled before the gateway says it is ready, so a
-        # SIGHUP sent the moment it is cannot end the process.
+        # SIGHUP rescans the repository and re-reads the credentials; handled before the
+        # gateway says it is ready, so a SIGHUP sent the moment it is cannot end the process.
         with suppress(NotImplementedError):
-            loop.add_signal_handler(signal.SIGHUP, self._rescan_requested.set)
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         if on_ready is not None:
             on_ready(self)
         stopping = asyncio.Event()

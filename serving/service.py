@@ -9,6 +9,7 @@ import grpc
 from logitrec_client.proto import recommender_pb2 as pb
 from logitrec_client.proto import recommender_pb2_grpc
 
+from serving.auth import CALLER
 from serving.engine import Answer, Engine
 from serving.errors import BackendUnavailable, InvalidRequest, status_of
 from serving.grpc_handlers import Undecodable
@@ -93,6 +94,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
             "reason": reason,
             "seconds": round(seconds, 6),
             "error": cut(message, ERROR_CHARS),
+            "caller": CALLER.get(),
             **_served_by(request, response),
         }
         internal = code == grpc.StatusCode.INTERNAL
