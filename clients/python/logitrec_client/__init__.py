@@ -17,6 +17,8 @@ from logitrec_client.errors import (
     LogitRecError,
     NotFound,
     Overloaded,
+    PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
 from logitrec_client.queries import Event, RecommendQuery
@@ -44,6 +46,7 @@ __all__ = [
     "ModelInfo",
     "NotFound",
     "Overloaded",
+    "PermissionDenied",
     "RecommendQuery",
     "Recommendation",
     "Recommendations",
@@ -53,6 +56,7 @@ __all__ = [
     "Scores",
     "Timings",
     "TlsConfig",
+    "Unauthenticated",
     "Unavailable",
     "__version__",
 ]

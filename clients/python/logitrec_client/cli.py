@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from logitrec_client.client import RecommenderClient
 from logitrec_client.config import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, SERVICE_NAME, TlsConfig
@@ -15,6 +17,7 @@ from logitrec_client.results import HealthStatus
 
 # Exit codes: 0 success (and SERVING for `health`), 1 a failed call or not serving, 2 bad usage.
 FAILED = 1
+TOKEN_ENV = "LOGITREC_TOKEN"
 
 
 def _id_list(text: str) -> list[str]:
@@ -33,7 +36,14 @@ def _parser() -> argparse.ArgumentParser:
     connection.add_argument(
         "--target", default=DEFAULT_TARGET, metavar="HOST:PORT", help=f"gateway ({DEFAULT_TARGET})"
     )
-    connection.add_argument("--token", help="bearer token sent as `authorization` metadata")
+    connection.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help=f"file holding the bearer token (default: ${TOKEN_ENV} when set)",
+    )
+    connection.add_argument(
+        "--token", help="bearer token (visible to other local users: prefer --token-file)"
+    )
     connection.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="call deadline, seconds"
     )
@@ -41,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     connection.add_argument("--root-certs", help="PEM file of CAs to trust (implies --tls)")
     connection.add_argument("--client-cert", help="PEM client certificate chain (mutual TLS)")
     connection.add_argument("--client-key", help="PEM private key of --client-cert")
+    connection.add_argument(
+        "--server-name", help="name the server's certificate must carry (default: the host)"
+    )
     connection.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     model = argparse.ArgumentParser(add_help=False)
@@ -85,9 +98,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _tls(args: argparse.Namespace) -> TlsConfig | bool:
-    if args.root_certs or args.client_cert or args.client_key:
-        return TlsConfig.from_files(args.root_certs, args.client_cert, args.client_key)
+    if args.root_certs or args.client_cert or args.client_key or args.server_name:
+        return TlsConfig.from_files(
+            args.root_certs, args.client_cert, args.client_key, server_name=args.server_name
+        )
     return bool(args.tls)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, else the first line of --token-file, else $LOGITREC_TOKEN, else none."""
+    if args.token:
+        return args.token
+    if args.token_file:
+        lines = Path(args.token_file).read_text().strip().splitlines()
+        if not lines:
+            raise ValueError(f"{args.token_file}: empty token file")
+        return lines[0].strip()
+    return os.environ.get(TOKEN_ENV) or None
 
 
 def _run(client: RecommenderClient, args: argparse.Namespace) -> tuple[object, int]:
@@ -129,8 +156,13 @@ def _json(result: object) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with `argv` (default: sys.argv[1:]) and return its exit code."""
-    args = _parser().parse_args(argv)
-    client = RecommenderClient(args.target, token=args.token, tls=_tls(args), timeout=args.timeout)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        token, tls = _token(args), _tls(args)
+    except (OSError, ValueError) as error:  # unreadable or empty files: a usage error
+        parser.error(str(error))
+    client = RecommenderClient(args.target, token=token, tls=tls, timeout=args.timeout)
     try:
         with client:
             result, code = _run(client, args)

@@ -46,12 +46,23 @@ class DeadlineExceeded(LogitRecError):
     """No answer arrived before the call's deadline (DEADLINE_EXCEEDED)."""
 
 
+class Unauthenticated(LogitRecError):
+    """The gateway wants a valid bearer token (UNAUTHENTICATED): none was sent, or it is wrong
+    or revoked."""
+
+
+class PermissionDenied(LogitRecError):
+    """The token is valid but its role may not make this call (PERMISSION_DENIED)."""
+
+
 _ERROR_BY_CODE: dict[grpc.StatusCode, type[LogitRecError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 
