@@ -32,6 +32,41 @@ class TritonUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
+class TritonTls:
+    """TLS on Triton's gRPC port: its certificate chain and key (PEM files), and the CA that
+    signed them, which this module's own clients (readiness poll, load_model) trust. With
+    client_ca, Triton requires clients to present a certificate that CA signed (mutual TLS);
+    this module's clients then present client_cert/client_key."""
+
+    server_cert: Path
+    server_key: Path
+    ca: Path
+    client_ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    def server_flags(self) -> list[str]:
+        flags = [
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={Path(self.server_cert).resolve()}",
+            f"--grpc-server-key={Path(self.server_key).resolve()}",
+        ]
+        if self.client_ca is not None:
+            flags.append(f"--grpc-root-cert={Path(self.client_ca).resolve()}")
+            flags.append("--grpc-use-ssl-mutual=true")
+        return flags
+
+    def client_options(self) -> dict:
+        """tritonclient's InferenceServerClient keywords (it reads the files itself)."""
+        return {
+            "ssl": True,
+            "root_certificates": str(self.ca),
+            "certificate_chain": None if self.client_cert is None else str(self.client_cert),
+            "private_key": None if self.client_key is None else str(self.client_key),
+        }
+
+
+@dataclass(frozen=True)
 class TritonServer:
     grpc_url: str
     http_url: str
@@ -39,9 +74,17 @@ class TritonServer:
     log_path: Path
     process: subprocess.Popen
     ports: dict[str, int]  # grpc, http, metrics: pass to run_triton to restart at this address
+    tls: TritonTls | None = None  # on the gRPC port
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def grpc_client(self):
+        """A blocking tritonclient for the gRPC port (TLS when the server has it)."""
+        import tritonclient.grpc as grpcclient
+
+        options = self.tls.client_options() if self.tls else {}
+        return grpcclient.InferenceServerClient(self.grpc_url, **options)
 
 
 def triton_venv() -> Path:
@@ -95,11 +138,11 @@ def run_triton(
     log_path: Path | None = None,
     ready_timeout: float = 90.0,
     ports: dict[str, int] | None = None,
+    tls: TritonTls | None = None,
 ) -> Iterator[TritonServer]:
     """Start tritonserver over `repository` (explicit model control, nothing loaded yet), on
-    free ports or on `ports` (grpc, http, metrics: a restart at the same address)."""
-    import tritonclient.grpc as grpcclient
-
+    free ports or on `ports` (grpc, http, metrics: a restart at the same address); with `tls`,
+    its gRPC port speaks only TLS (its HTTP port stays plaintext)."""
     venv = venv or triton_venv()
     site_packages, python_version, libdir = _environment_facts(venv)
     with tempfile.TemporaryDirectory(prefix="logitrec-triton-") as scratch:
@@ -124,6 +167,7 @@ def run_triton(
             f"--metrics-port={ports['metrics']}",
             "--allow-metrics=true",
             "--exit-on-error=false",
+            *(tls.server_flags() if tls else []),
         ]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -134,9 +178,10 @@ def run_triton(
             log_path=log_path,
             process=process,
             ports=ports,
+            tls=tls,
         )
         try:
-            client = grpcclient.InferenceServerClient(server.grpc_url)
+            client = server.grpc_client()
             deadline = time.monotonic() + ready_timeout
             while True:
                 if process.poll() is not None:
@@ -162,7 +207,7 @@ def load_model(server: TritonServer, name: str, timeout: float = 120.0) -> None:
     """Load (or reload: picks up new versions) `name`, failing with the log after `timeout`."""
     import tritonclient.grpc as grpcclient
 
-    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client = server.grpc_client()
     try:
         client.load_model(name, client_timeout=timeout)
         if not client.is_model_ready(name):

@@ -8,7 +8,14 @@ def make_backend(config: ServeConfig) -> Backend:
     if config.backend == "triton":
         from serving.backends.triton import TritonBackend
 
-        return TritonBackend(config.triton_url, max_batch_size=config.max_batch_size)
+        return TritonBackend(
+            config.triton_url,
+            max_batch_size=config.max_batch_size,
+            tls=config.triton_tls,
+            root_certs=config.triton_root_certs,
+            client_cert=config.triton_client_cert,
+            client_key=config.triton_client_key,
+        )
     from serving.backends.embedded import EmbeddedBackend
 
     return EmbeddedBackend(threads=config.threads)

@@ -11,11 +11,15 @@ Triton's errors are mapped by status: unreachable, UNAVAILABLE and a missing or 
 are UNAVAILABLE (retry elsewhere); a timeout is the engine's to judge; INVALID_ARGUMENT means
 Triton refused tensors the gateway built from validated requests, a gateway or deployment bug,
 so INTERNAL, like every other status: a client's mistake never becomes a retried UNAVAILABLE.
+
+With TLS (--triton-tls) tritonclient reads the CA and client certificate files once, at start;
+a failed handshake looks like an unreachable server, so the start-up error says what to check.
 """
 
 import asyncio
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +42,11 @@ CHANNEL_ARGS = [
 ]
 
 
+def _path_text(path: Path | None) -> str | None:
+    """tritonclient reads the PEM files itself and wants their paths as text."""
+    return None if path is None else str(path)
+
+
 def backend_error(error, what: str) -> GatewayError:
     """tritonclient's InferenceServerException -> the gateway error its gRPC status calls for
     (`what`: which call, for the message)."""
@@ -58,13 +67,32 @@ def backend_error(error, what: str) -> GatewayError:
 class TritonBackend:
     name = "triton"
 
-    def __init__(self, url: str, *, max_batch_size: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_batch_size: int,
+        tls: bool = False,
+        root_certs: Path | None = None,
+        client_cert: Path | None = None,
+        client_key: Path | None = None,
+    ) -> None:
+        """`tls`: talk TLS to Triton, trusting `root_certs` (PEM CAs; None: the system's) and
+        presenting `client_cert`/`client_key` when Triton requires client certificates."""
         import tritonclient.grpc.aio as grpcclient
 
         self._grpcclient = grpcclient
         self.url = url
         self.max_batch_size = max_batch_size
-        self.client = grpcclient.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
+        self.tls = tls
+        self.client = grpcclient.InferenceServerClient(
+            url,
+            ssl=tls,
+            root_certificates=_path_text(root_certs),
+            private_key=_path_text(client_key),
+            certificate_chain=_path_text(client_cert),
+            channel_args=CHANNEL_ARGS,
+        )
         self.models: set[tuple[str, int]] = set()  # (name, version) loaded: what the probe checks
         # Model control calls one at a time: the probe's reload and an admin roll-in may meet.
         self._control = asyncio.Lock()
@@ -79,11 +107,30 @@ class TritonBackend:
                         name, str(model.version), as_json=True
                     )
             except Exception as error:
-                raise BackendUnavailable(f"Triton at {self.url} is unreachable ({error})") from None
+                raise self._unreachable(error) from None
             if not ready:
                 config = await self._load_version(name, model)
             self._check_batch_size(name, int(config["config"].get("max_batch_size", 0)))
         self.models.add((model.name, model.version))
+
+    def _unreachable(self, error: Exception) -> BackendUnavailable:
+        """Triton's first answer failed: most often it is down, or the two ends disagree on
+        TLS (a refused handshake reads like a closed connection), so say what to check."""
+        text = str(error)
+        if len(text) > MESSAGE_CHARS:
+            text = text[:MESSAGE_CHARS] + "..."
+        if not self.tls:
+            return BackendUnavailable(
+                f"Triton at {self.url} is unreachable ({text}); check that Triton runs there, "
+                "and if it serves TLS, pass --triton-tls (with --triton-root-certs for a "
+                "private CA)"
+            )
+        return BackendUnavailable(
+            f"Triton at {self.url} cannot be reached over TLS ({text}); check that Triton runs "
+            "there with TLS, that --triton-root-certs holds the CA that signed its certificate "
+            "(issued for the host in --triton-url), and, if Triton requires client "
+            "certificates, --triton-client-cert and --triton-client-key"
+        )
 
     async def _load_version(self, name: str, model: ModelVersion) -> dict:
         """Have Triton serve `model`'s version of graph `name` too; that version's config."""
