@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pickle
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from certificates import Certificates, make_certificates
 from logitrec_client import (
     NO_RETRIES,
     AsyncRecommenderClient,
@@ -23,10 +23,8 @@ from logitrec_client import (
 )
 from logitrec_client.cli import main
 from test_client_fakes import (
-    Certificates,
     Gateway,
     gateway_fixture,  # noqa: F401
-    make_certificates,
     running_gateway,
 )
 
@@ -123,8 +121,6 @@ def test_errors_survive_pickling() -> None:
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make test certificates (cryptography is not installed)")
     return make_certificates(tmp_path_factory.mktemp("certs"))
 
 

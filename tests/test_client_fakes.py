@@ -7,13 +7,11 @@ other test_client_* files (pytest puts tests/ on sys.path); it holds no tests it
 from __future__ import annotations
 
 import math
-import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
@@ -183,50 +181,3 @@ def gateway_fixture() -> Iterator[Gateway]:
     """A plaintext stand-in gateway, fresh for each test."""
     with running_gateway() as running:
         yield running
-
-
-@dataclass(frozen=True)
-class Certificates:
-    """PEM bytes of a test CA, a server certificate (127.0.0.1, localhost), a client certificate."""
-
-    ca: bytes
-    server_cert: bytes
-    server_key: bytes
-    client_cert: bytes
-    client_key: bytes
-
-
-def make_certificates(folder: Path) -> Certificates:
-    """A self-signed CA and two certificates it signed, made with the openssl command."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    def key(name: str) -> None:
-        openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key")
-
-    key("ca")
-    openssl(
-        "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=LogitRec test CA",
-        "-days", "2", "-out", "ca.pem",
-    )  # fmt: skip
-    (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    (folder / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name in ("server", "client"):
-        key(name)
-        openssl("req", "-new", "-key", f"{name}.key", "-subj", f"/CN={name}", "-out", f"{name}.csr")
-        openssl(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem",
-        )  # fmt: skip
-
-    def read(name: str) -> bytes:
-        return (folder / name).read_bytes()
-
-    return Certificates(
-        ca=read("ca.pem"),
-        server_cert=read("server.pem"),
-        server_key=read("server.key"),
-        client_cert=read("client.pem"),
-        client_key=read("client.key"),
-    )
