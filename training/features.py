@@ -82,7 +82,9 @@ def text_embeddings(texts: list[str], model_path: str, batch_size: int = 256) ->
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    encoder = AutoModel.from_pretrained(model_path, local_files_only=True).eval()
+    encoder = AutoModel.from_pretrained(  # safetensors only: pickles can run code on load
+        model_path, local_files_only=True, use_safetensors=True
+    ).eval()
     rows = [torch.zeros(1, encoder.config.hidden_size)]
     for begin in range(0, len(texts), batch_size):
         tokens = tokenizer(

@@ -54,7 +54,10 @@ def build_backbone(backbone_config: dict, weights_path: str | None = None) -> nn
     if weights_path is None:
         model = AutoModel.from_config(hf_config)
     else:
-        model = AutoModel.from_pretrained(weights_path, config=hf_config, local_files_only=True)
+        # safetensors only: a pickled checkpoint (pytorch_model.bin) could run code on load.
+        model = AutoModel.from_pretrained(
+            weights_path, config=hf_config, local_files_only=True, use_safetensors=True
+        )
     if getattr(model, "pooler", None) is not None:
         model.pooler = None  # BERT's pooler is not used: h is the last position's state
     # The token table is never read (items come in as inputs_embeds): freeze it so optimizers and
