@@ -35,6 +35,7 @@ import grpc
 
 from logitrec.errors import InputError
 from serving.errors import bounded
+from serving.grpc_handlers import HANDLER_FACTORIES
 from serving.logs import cut
 
 log = logging.getLogger("logitrec.access")
@@ -157,7 +158,8 @@ def load_tokens(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     names = [c.name for c in credentials]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise InputError(f"{path}: token name(s) used twice: {', '.join(duplicates)}")
+        where = path or "$LOGITREC_*_TOKENS"
+        raise InputError(f"{where}: token name(s) used twice: {', '.join(duplicates)}")
     return TokenTable(tuple(credentials))
 
 
@@ -228,12 +230,7 @@ def _refusal(denial: Denial, method: str, handler: grpc.RpcMethodHandler, on_den
         behavior = deny_stream
     else:
         behavior = deny
-    factory = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }[(handler.request_streaming, handler.response_streaming)]
+    factory = HANDLER_FACTORIES[(handler.request_streaming, handler.response_streaming)]
     return factory(behavior)
 
 

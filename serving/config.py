@@ -229,3 +229,43 @@ def validate_security(config: ServeConfig) -> None:
         path = getattr(config, name)
         if path is not None and not Path(path).is_file():
             raise InputError(f"--{name.replace('_', '-')} {path}: file not found")
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """What the gateway serves besides the recommender (its health is always served)."""
+
+    admin: bool  # logitrec.admin.v1 on the gRPC port
+    reflection: bool
+    metrics: bool  # Prometheus /metrics over HTTP
+
+
+def exposure(config: ServeConfig, authenticating: bool) -> Exposure:
+    """The settings as given, or their defaults: with tokens, admin on (behind its role) and
+    reflection and the unauthenticated /metrics off; without tokens, admin only where nobody
+    else can reach the port."""
+    admin = (authenticating or config.loopback_only) if config.admin is None else config.admin
+    reflection = not authenticating if config.reflection is None else config.reflection
+    metrics = not authenticating if config.metrics is None else config.metrics
+    return Exposure(admin, reflection, metrics and config.metrics_port is not None)
+
+
+def exposure_warnings(config: ServeConfig, exposed: Exposure, authenticating: bool) -> list[str]:
+    """What an operator must hear at every start about who can reach what."""
+    if config.loopback_only:
+        return []
+    warnings = []
+    if not config.tls:
+        warnings.append(
+            f"PLAINTEXT on {config.host}:{config.port} (--insecure): requests, answers and "
+            "tokens can be read and changed on the network; only behind a TLS-terminating "
+            "proxy or mesh"
+        )
+    if not authenticating:
+        warnings.append(f"no tokens configured: anyone who reaches {config.host} is answered")
+        if exposed.admin:
+            warnings.append(
+                f"the admin service (load/unload models) is open to anyone who reaches "
+                f"{config.host}: configure tokens (--tokens-file) or --no-admin"
+            )
+    return warnings

@@ -116,7 +116,8 @@ def _guard_stream(behavior, method: str, on_undecodable: OnUndecodable):
     return unary
 
 
-_FACTORIES = {
+# (client streaming, server streaming) -> the gRPC handler factory of that kind of method.
+HANDLER_FACTORIES = {
     (False, False): grpc.unary_unary_rpc_method_handler,
     (False, True): grpc.unary_stream_rpc_method_handler,
     (True, False): grpc.stream_unary_rpc_method_handler,
@@ -127,7 +128,7 @@ _FACTORIES = {
 def _handler(servicer, method: MethodDescriptor, on_undecodable: OnUndecodable):
     behavior = getattr(servicer, method.name)
     guard = _guard_stream if method.client_streaming else _guard_unary
-    factory = _FACTORIES[(method.client_streaming, method.server_streaming)]
+    factory = HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
     return factory(
         guard(behavior, method.name, on_undecodable),
         request_deserializer=_deserializer(GetMessageClass(method.input_type)),

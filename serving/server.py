@@ -31,7 +31,7 @@ from logitrec.errors import InputError
 from serving import auth
 from serving.admin import ModelAdminService
 from serving.backends import make_backend
-from serving.config import ServeConfig
+from serving.config import ServeConfig, exposure, exposure_warnings
 from serving.credentials import Credentials
 from serving.engine import Engine
 from serving.grpc_handlers import add_servicer
@@ -150,85 +150,66 @@ class Gateway:
         auth.log_denial(denial, method, peer)
 
     # -- life cycle ---------------------------------------------------------------------------
-    def _exposure(self, authenticating: bool) -> tuple[bool, bool, bool]:
-        """(admin, reflection, metrics) as configured, or their defaults: with tokens, admin on
-        (behind its role), reflection and the unauthenticated /metrics off; without, admin
-        only where nobody else can reach the port."""
-        config = self.config
-        admin = config.admin if config.admin is not None else (
-            authenticating or config.loopback_only
-        )  # fmt: skip
-        reflection_on = config.reflection if config.reflection is not None else not authenticating
-        metrics_on = config.metrics if config.metrics is not None else not authenticating
-        return admin, reflection_on, metrics_on and config.metrics_port is not None
-
-    def _warn_about_exposure(self, admin: bool, authenticating: bool) -> None:
-        config = self.config
-        if not config.tls and not config.loopback_only:
-            log.warning(
-                "PLAINTEXT on %s:%s (--insecure): requests, answers and tokens can be read and "
-                "changed on the network; only behind a TLS-terminating proxy or mesh",
-                config.host, config.port,
-            )  # fmt: skip
-        if admin and not authenticating and not config.loopback_only:
-            log.warning(
-                "the admin service (load/unload models) is open to anyone who reaches %s: "
-                "configure tokens (--tokens-file) or --no-admin",
-                config.host,
+    def _grpc_server(self, authenticating: bool) -> grpc.aio.Server:
+        interceptors = []
+        if authenticating:
+            current = self.credentials  # the interceptor reads its tokens as they are reloaded
+            interceptors.append(
+                auth.AuthInterceptor(lambda: current.tokens, ROLE_NEEDED, self._on_denied)
             )
-        if not authenticating and not config.loopback_only:
-            log.warning("no tokens configured: anyone who reaches %s is answered", config.host)
-
-    async def start(self) -> None:
-        self.credentials = Credentials(self.config)
-        authenticating = self.credentials.authenticating
-        admin, reflection_on, metrics_on = self._exposure(authenticating)
-        self._warn_about_exposure(admin, authenticating)
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        interceptors = []
-        if authenticating:
-            current = self.credentials
-            interceptors.append(
-                auth.AuthInterceptor(lambda: current.tokens, ROLE_NEEDED, self._on_denied)
-            )
-        self.server = grpc.aio.server(
+        return grpc.aio.server(
             options=options,
             interceptors=interceptors,
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs or None,
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        if reflection_on:
-            services = (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME)
-            services += (ADMIN.full_name,) if admin else ()
-            reflection.enable_server_reflection(services, self.server)
+
+    def _listen(self) -> int:
+        """Bind the gRPC port, TLS when certificates are configured; the bound port."""
         address = f"{self.config.host}:{self.config.port}"
         try:
             if self.credentials.certificates is not None:
                 tls = self.credentials.certificates.credentials()
-                self.port = self.server.add_secure_port(address, tls)
-            else:
-                self.port = self.server.add_insecure_port(address)
+                return self.server.add_secure_port(address, tls)
+            return self.server.add_insecure_port(address)
         except RuntimeError:
             raise InputError(
                 f"--host/--port: cannot listen on {address} (in use, or not this machine's)"
             ) from None
-        if metrics_on:
-            from prometheus_client import start_http_server
 
-            self._metrics_server, _ = start_http_server(
-                self.config.metrics_port,
-                addr=self.config.metrics_host or self.config.host,
-                registry=self.metrics.registry,
-            )
-            self.metrics_port = self._metrics_server.server_port
+    def _serve_metrics(self) -> None:
+        from prometheus_client import start_http_server
+
+        self._metrics_server, _ = start_http_server(
+            self.config.metrics_port,
+            addr=self.config.metrics_host or self.config.host,
+            registry=self.metrics.registry,
+        )
+        self.metrics_port = self._metrics_server.server_port
+
+    async def start(self) -> None:
+        self.credentials = Credentials(self.config)
+        authenticating = self.credentials.authenticating
+        exposed = exposure(self.config, authenticating)
+        for warning in exposure_warnings(self.config, exposed, authenticating):
+            log.warning(warning)
+        self.server = self._grpc_server(authenticating)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if exposed.reflection:
+            services = (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME)
+            services += (ADMIN.full_name,) if exposed.admin else ()
+            reflection.enable_server_reflection(services, self.server)
+        self.port = self._listen()
+        if exposed.metrics:
+            self._serve_metrics()
         self.engine = Engine(self.config, make_backend(self.config), self.metrics)
         recommender = RecommenderService(self.engine)
         add_servicer(self.server, recommender, RECOMMENDER, on_undecodable=recommender.undecodable)
-        if admin:  # operators' API: behind the admin role when callers authenticate
+        if exposed.admin:  # operators' API: behind the admin role when callers authenticate
             add_servicer(self.server, ModelAdminService(self.engine), ADMIN)
         await self.server.start()  # health answers NOT_SERVING (and RPCs UNAVAILABLE) meanwhile
         await self.engine.load_all()

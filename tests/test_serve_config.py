@@ -3,7 +3,7 @@
 import pytest
 
 from logitrec.errors import InputError
-from serving.config import load_config
+from serving.config import Exposure, exposure, exposure_warnings, load_config
 
 
 def triton_settings(repository, url, **more):
@@ -27,3 +27,40 @@ def test_a_remote_triton_is_accepted_with_tls_or_insecure(tmp_path):
 @pytest.mark.parametrize("url", ["127.0.0.1:8001", "localhost:8001", "[::1]:8001"])
 def test_a_triton_on_this_machine_needs_no_tls(tmp_path, url):
     assert load_config(None, triton_settings(tmp_path, url)).triton_url == url
+
+
+@pytest.mark.parametrize(
+    ("settings", "authenticating", "expected"),
+    [
+        ({}, False, Exposure(admin=True, reflection=True, metrics=True)),  # loopback, dev
+        ({}, True, Exposure(admin=True, reflection=False, metrics=False)),
+        ({"host": "0.0.0.0", "insecure": True}, False,
+         Exposure(admin=False, reflection=True, metrics=True)),
+        ({"reflection": True, "metrics": True}, True,
+         Exposure(admin=True, reflection=True, metrics=True)),
+        ({"admin": False, "metrics": False}, False,
+         Exposure(admin=False, reflection=True, metrics=False)),
+    ],
+)  # fmt: skip
+def test_what_is_exposed_by_default_follows_authentication(
+    tmp_path, settings, authenticating, expected
+):
+    config = load_config(None, {"repository": tmp_path, **settings})
+    assert exposure(config, authenticating) == expected
+
+
+def test_a_network_port_without_tls_or_tokens_is_announced_loudly(tmp_path):
+    config = load_config(None, {"repository": tmp_path, "host": "0.0.0.0", "insecure": True,
+                                "admin": True})  # fmt: skip
+    warnings = exposure_warnings(config, exposure(config, False), authenticating=False)
+    assert len(warnings) == 3 and warnings[0].startswith("PLAINTEXT on 0.0.0.0")
+    assert any("admin service" in w for w in warnings)
+    loopback = load_config(None, {"repository": tmp_path})
+    assert exposure_warnings(loopback, exposure(loopback, False), authenticating=False) == []
+
+
+def test_plaintext_on_a_network_address_is_refused_without_insecure(tmp_path):
+    with pytest.raises(InputError, match="--insecure"):
+        load_config(None, {"repository": tmp_path, "host": "0.0.0.0"})
+    with pytest.raises(InputError, match="--tls-key"):
+        load_config(None, {"repository": tmp_path, "tls_cert": tmp_path})
