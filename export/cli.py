@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from logitrec.repository import DEFAULT_CANDIDATE_COUNT
+
 
 def export_command(
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint directory."),
@@ -21,6 +23,12 @@ def export_command(
     opset: int = typer.Option(17, "--opset", help="ONNX opset (17: LayerNormalization as one op)."),
     index: str | None = typer.Option(
         None, "--index", help="FAISS factory string (default: Flat below 50k items, else IVF)."
+    ),
+    candidate_count: int = typer.Option(
+        DEFAULT_CANDIDATE_COUNT, "--candidate-count", help="Candidates the gateway re-scores."
+    ),
+    recall_target: float = typer.Option(
+        0.99, "--recall-target", help="recall@10 the index's search breadth is chosen for."
     ),
     verify: Path | None = typer.Option(
         None, "--verify", help="Re-check an exported version (scorer version dir or repository)."
@@ -49,6 +57,8 @@ def export_command(
             triton_backend=triton_backend,
             device=device,
             index=index,
+            candidate_count=candidate_count,
+            recall_target=recall_target,
             opset=opset,
             force=force,
         )
@@ -58,6 +68,7 @@ def export_command(
         "models": manifest.models,
         "version": manifest.version,
         "index": manifest.index["factory"],
+        "calibration": manifest.index.get("calibration"),
         "parity": manifest.parity,
     }
     typer.echo(json.dumps(summary, indent=2))

@@ -7,6 +7,7 @@ whose scorer directory holds a manifest is therefore complete, and a failed expo
 version behind. The layout itself is logitrec.repository's.
 """
 
+import logging
 import re
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ import polars as pl
 import torch
 
 from export import parity
+from export.calibrate import Calibration, calibrate, history_prefixes
 from export.graphs import Encoder, Scorer, TopK, head_table
 from export.index import build_index
 from export.onnx_graphs import OPSET, check_opset, export_encoder, export_scorer, export_topk
@@ -32,6 +34,7 @@ DEVICES = ("cpu", "gpu")
 PRECISION = "fp32"  # the only one so far; recorded in the manifest
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
+log = logging.getLogger("logitrec.export")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +46,8 @@ class ExportOptions:
     triton_backend: str = "onnxruntime"
     device: str = "cpu"
     index: str | None = None  # FAISS factory string; None: by catalog size
+    candidate_count: int = layout.DEFAULT_CANDIDATE_COUNT  # what the gateway will re-score
+    recall_target: float = 0.99  # recall@10 the search breadth is chosen for
     opset: int = OPSET
     force: bool = False
 
@@ -61,6 +66,10 @@ def validate(options: ExportOptions) -> None:
         )
     if options.repository.exists() and not options.repository.is_dir():
         raise InputError(f"{options.repository}: the repository path exists and is not a directory")
+    if options.candidate_count < 1:
+        raise InputError(f"--candidate-count: expected >= 1, got {options.candidate_count}")
+    if not 0 < options.recall_target <= 1:
+        raise InputError(f"--recall-target: expected in (0, 1], got {options.recall_target}")
     if options.version != "auto" and not (options.version.isdigit() and int(options.version) > 0):
         raise InputError(f"--version: expected a positive integer or auto, got {options.version!r}")
     check_opset(options.opset)
@@ -143,6 +152,7 @@ def _build(options, source: _Source, staging: Path, version: int, checkpoint: Pa
     head = torch.cat([weight, bias[:, None]], 1).numpy().astype(np.float32)
     np.save(scorer_dir / layout.HEAD, head, allow_pickle=False)
     index, index_info = build_index(head[1:, :-1], head[1:, -1], options.index)
+    calibration = _calibrate(options, source, index, head)
     import faiss
 
     faiss.write_index(index, str(scorer_dir / layout.FAISS_INDEX))
@@ -159,7 +169,7 @@ def _build(options, source: _Source, staging: Path, version: int, checkpoint: Pa
         hidden_size=config.hidden_size,
         max_length=config.model.max_length,
         context_vocabulary=config.context_vocabulary,
-        index=index_info.as_dict(),
+        index={**index_info.as_dict(), "calibration": calibration.as_dict()},
         opset=options.opset,
         precision=PRECISION,
         triton_backend=options.triton_backend,
@@ -174,6 +184,31 @@ def _build(options, source: _Source, staging: Path, version: int, checkpoint: Pa
     if not results["passed"]:
         raise parity.ParityFailed(results)
     return manifest
+
+
+def _calibrate(options, source: _Source, index, head: np.ndarray) -> Calibration:
+    """Set the index's search breadth for the recall target on the checkpoint's real
+    histories (and their earlier states); a target not met is said, not hidden."""
+    histories, rows = history_prefixes(source.histories)
+    context = source.context[rows]
+    vectors = []
+    with torch.no_grad():
+        for start in range(0, len(histories), 128):
+            items = torch.as_tensor(histories[start : start + 128])
+            ctx = torch.as_tensor(context[start : start + 128]) if context.shape[1] else None
+            vectors.append(source.model.user_vectors(items, ctx).numpy())
+    calibration = calibrate(
+        index, np.concatenate(vectors), head[1:, :-1], head[1:, -1],
+        options.candidate_count, options.recall_target,
+    )  # fmt: skip
+    if not calibration.met:
+        log.warning(
+            "the index reaches recall@10 %.3f (target %.3f) with %.1f%% of %d candidates at "
+            "its widest tried %s=%s: raise --candidate-count or choose another --index",
+            calibration.recall_at_10, options.recall_target, 100 * calibration.filled,
+            calibration.candidate_count, calibration.parameter, calibration.value,
+        )  # fmt: skip
+    return calibration
 
 
 def _catalog(items: pl.DataFrame) -> pl.DataFrame:

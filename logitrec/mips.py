@@ -36,3 +36,22 @@ def search(index, user_vectors: np.ndarray, count: int) -> np.ndarray:
     """
     _, ids = index.search(query_points(user_vectors), count)
     return np.where(ids >= 0, ids + 1, 0)
+
+
+def search_parameter(index) -> str | None:
+    """The setting that trades speed for recall in `index`: "nprobe" (IVF: lists scanned per
+    query), "efSearch" (HNSW: candidates kept while walking the graph), or None (exact)."""
+    import faiss
+
+    try:
+        faiss.extract_index_ivf(index)
+        return "nprobe"
+    except (RuntimeError, AttributeError):
+        pass
+    return "efSearch" if hasattr(faiss.downcast_index(index), "hnsw") else None
+
+
+def set_search_parameter(index, name: str, value: int) -> None:
+    import faiss
+
+    faiss.ParameterSpace().set_index_parameter(index, name, int(value))

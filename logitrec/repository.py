@@ -42,6 +42,9 @@ PARITY_CONTEXT = "parity_context.npy"
 VERSIONS_SERVED = 2
 # The largest batch a Triton model accepts (its config.pbtxt's max_batch_size).
 TRITON_MAX_BATCH_SIZE = 64
+# FAISS candidates the gateway scores exactly per request; export calibrates the index's
+# search breadth for this many (both sides default to it).
+DEFAULT_CANDIDATE_COUNT = 4096
 
 
 # -- tensors ------------------------------------------------------------------------------------
@@ -169,7 +172,7 @@ class Manifest:
     hidden_size: int
     max_length: int
     context_vocabulary: dict[str, list[str]]  # feature -> known values (index 1..), in order
-    index: dict  # the FAISS index: factory, transform, max_norm, nprobe, ...
+    index: dict  # the FAISS index: factory, transform, max_norm, calibration (search breadth)
     opset: int
     precision: str
     triton_backend: str

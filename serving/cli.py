@@ -30,6 +30,12 @@ def serve_command(
     candidate_count: int | None = typer.Option(
         None, "--candidate-count", help="FAISS candidates scored exactly."
     ),
+    search_breadth: int | None = typer.Option(
+        None, "--search-breadth", help="FAISS nprobe/efSearch (default: export's calibration)."
+    ),
+    exact_below: int | None = typer.Option(
+        None, "--exact-below", help="Score catalogs smaller than this exactly (default 20000)."
+    ),
     exact: bool | None = typer.Option(
         None, "--exact/--pruned", help="Score the whole catalog for every request."
     ),

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from logitrec.errors import InputError
-from logitrec.repository import VERSIONS_SERVED
+from logitrec.repository import DEFAULT_CANDIDATE_COUNT, VERSIONS_SERVED
 
 BACKENDS = ("embedded", "triton")
 
@@ -28,7 +28,10 @@ class ServeConfig:
     max_batch_size: int = 64  # with --backend triton: at most the models' exported max_batch_size
     max_wait_ms: float = 2.0  # how long a batch waits to fill once its first request arrived
     max_queue: int = 4096  # queued requests per model version before RESOURCE_EXHAUSTED
-    candidate_count: int = 4096  # FAISS candidates scored exactly per request
+    candidate_count: int = DEFAULT_CANDIDATE_COUNT  # FAISS candidates scored exactly per request
+    # The index's search breadth (IVF nprobe / HNSW efSearch); None: what export calibrated for
+    # its recall target (recorded in the manifest)
+    search_breadth: int | None = None
     exact_below: int = 20_000  # catalogs smaller than this are always scored exactly
     exact: bool = False  # score every item for every request (the reference for recall)
     versions_served: int = VERSIONS_SERVED  # newest versions loaded per model, as Triton serves
@@ -190,6 +193,10 @@ def validate(config: ServeConfig) -> None:
             raise InputError(
                 f"--{name.replace('_', '-')}: expected > 0, got {getattr(config, name)}"
             )
+    if config.search_breadth is not None and config.search_breadth < 1:
+        raise InputError(f"--search-breadth: expected >= 1, got {config.search_breadth}")
+    if config.exact_below < 0:
+        raise InputError(f"--exact-below: expected >= 0, got {config.exact_below}")
     if config.max_batch_requests > config.max_queue:
         raise InputError(
             f"--max-batch-requests ({config.max_batch_requests}) must not exceed --max-queue "

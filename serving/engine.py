@@ -1,7 +1,9 @@
 """The batch shell around the pure pipeline: one micro-batcher per loaded model version.
 
-A batch runs: encode (backend) -> candidates (exact, or FAISS top-C minus exclusions) ->
-exact logits of the candidates (backend scorer) -> top-k. Popularity fallbacks (no known
+A batch runs: encode (backend) -> candidates -> exact logits -> top-k. Candidates are a list
+(allowed items, Score's items, or the FAISS top-C minus exclusions), scored by the backend's
+scorer; or the whole catalog (small catalogs, --exact, a pruned list shorter than k), scored
+here as block GEMMs over the head (pipeline.exact_rankings). Popularity fallbacks (no known
 history) skip the model entirely.
 """
 
@@ -51,6 +53,7 @@ class Engine:
         self.registry = Registry(default)
         self._batchers: dict[tuple[str, int], MicroBatcher] = {}
         self._retiring: set[tuple[str, int]] = set()  # being unloaded: their queues drain
+        self._short_reported: set[tuple[str, int]] = set()  # versions whose index ran short
         self.lifecycle = Lifecycle(self)  # which versions are loaded, and changing that
         self.ready = False  # set once every version is loaded and warmed up
         self.backend_healthy = True  # the gateway's backend probe keeps this current
@@ -71,7 +74,12 @@ class Engine:
         loop = asyncio.get_running_loop()
         try:
             model = await loop.run_in_executor(
-                None, load_version, self.config.repository, name, version
+                None,
+                load_version,
+                self.config.repository,
+                name,
+                version,
+                self.config.search_breadth,
             )
             await self.backend.load(model)
         except InputError as error:
@@ -192,48 +200,71 @@ class Engine:
         stages["retrieve"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        padded = pipeline.pad_candidates(candidates)
-        logits = await call_with_timeout(
-            lambda timeout: self.backend.score(model, vectors, padded, timeout=timeout),
-            deadline,
-            longest,
-        )
-        ranked = [
-            pipeline.in_request_order(ids, values)
-            if query.score_items is not None
-            else pipeline.top_k(ids, values, query.k)
-            for query, ids, values in zip(batch, padded, logits, strict=True)
-        ]
+        ranked: list[Ranked | None] = [None] * len(batch)
+        listed = [i for i, c in enumerate(candidates) if c is not None]
+        if listed:  # candidate lists (pruned, allowed, Score's items): the backend's scorer
+            padded = pipeline.pad_candidates([candidates[i] for i in listed])
+            logits = await call_with_timeout(
+                lambda timeout: self.backend.score(model, vectors[listed], padded, timeout=timeout),
+                deadline,
+                longest,
+            )
+            for i, ids, values in zip(listed, padded, logits, strict=True):
+                ranked[i] = (
+                    pipeline.in_request_order(ids, values)
+                    if batch[i].score_items is not None
+                    else pipeline.top_k(ids, values, batch[i].k)
+                )
+        whole = [i for i, c in enumerate(candidates) if c is None]
+        if whole:  # the whole catalog: one GEMM per block over the head, in the gateway
+            loop = asyncio.get_running_loop()
+            rankings = await loop.run_in_executor(
+                None, pipeline.exact_rankings, vectors[whole], model.head, [batch[i] for i in whole]
+            )
+            for i, ranking in zip(whole, rankings, strict=True):
+                ranked[i] = ranking
         stages["score"] = time.perf_counter() - started
         return ranked
 
     async def _candidates(
         self, model: ModelVersion, batch: Sequence[Query], vectors: np.ndarray
-    ) -> list[np.ndarray]:
+    ) -> list[np.ndarray | None]:
+        """Per query: the items to score, or None for the whole catalog (minus exclusions).
+        Pruned queries get the index's hits minus exclusions; one left with fewer than k
+        candidates is scored over the whole catalog instead, so it still gets k items."""
         exact = self.uses_exact_scoring(model)
-        pruned_rows = [
-            i
-            for i, q in enumerate(batch)
-            if not exact and q.score_items is None and q.allowed is None
+        candidates: list[np.ndarray | None] = [
+            q.score_items if q.score_items is not None else q.allowed for q in batch
         ]
-        # Exact lists only for rows that need them: for a pruned row that would be a set
-        # difference over the whole catalog, thrown away.
-        pruned = set(pruned_rows)
-        candidates = [
-            None if i in pruned else pipeline.exact_candidates(q, model.num_items)
-            for i, q in enumerate(batch)
+        pruned_rows = [i for i, q in enumerate(batch) if not exact and candidates[i] is None]
+        if not pruned_rows:
+            return candidates
+        widths = [
+            pipeline.search_width(batch[i], self.config.candidate_count, model.num_items)
+            for i in pruned_rows
         ]
-        if pruned_rows:
-            width = max(
-                pipeline.search_width(batch[i], self.config.candidate_count, model.num_items)
-                for i in pruned_rows
-            )
-            loop = asyncio.get_running_loop()
-            found = await loop.run_in_executor(
-                None, search, model.faiss_index, vectors[pruned_rows], width
-            )
-            for position, i in enumerate(pruned_rows):
-                candidates[i] = pipeline.pruned_candidates(
-                    batch[i], found[position], self.config.candidate_count
-                )
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(
+            None, search, model.faiss_index, vectors[pruned_rows], max(widths)
+        )
+        for position, i in enumerate(pruned_rows):
+            hits = found[position]
+            if (hits > 0).sum() < widths[position]:
+                self._report_short(model, int((hits > 0).sum()), widths[position])
+            kept = pipeline.pruned_candidates(batch[i], hits, self.config.candidate_count)
+            candidates[i] = kept if len(kept) >= batch[i].k else None
         return candidates
+
+    def _report_short(self, model: ModelVersion, found: int, asked: int) -> None:
+        """The index returned fewer candidates than asked (IVF lists scanned too small for
+        the count): counted, and said once per version, since recall falls with it."""
+        self.metrics.candidates_short.inc()
+        key = (model.name, model.version)
+        if key not in self._short_reported:
+            self._short_reported.add(key)
+            log.warning(
+                "%s version %d: the index returned %d of %d candidates asked for; raise the "
+                "search breadth (--search-breadth) or lower --candidate-count (counted in "
+                "logitrec_candidates_short_total)",
+                model.name, model.version, found, asked,
+            )  # fmt: skip

@@ -43,3 +43,8 @@ class GatewayMetrics:
             ["status"],
             registry=self.registry,
         )
+        self.candidates_short = Counter(
+            "logitrec_candidates_short_total",
+            "Pruned requests for which the index returned fewer candidates than asked for.",
+            registry=self.registry,
+        )

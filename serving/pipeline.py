@@ -77,6 +77,42 @@ def top_k(candidates: np.ndarray, logits: np.ndarray, k: int) -> Ranked:
     return Ranked(items=candidates[order], logits=logits[order])
 
 
+# Items scored per GEMM block in the exact path: memory stays at batch x block floats.
+EXACT_BLOCK = 65_536
+
+
+def exact_rankings(
+    vectors: np.ndarray, head: np.ndarray, queries: Sequence[Query], block: int = EXACT_BLOCK
+) -> list[Ranked]:
+    """Each query's top-k over the whole catalog minus its exclusions: logits [h, 1] . [W_i, b_i]
+    as one GEMM per block of items, excluded items masked to -inf, the block's best k kept,
+    the survivors ranked. No [batch, catalog] id matrix is ever built."""
+    augmented = np.concatenate([vectors, np.ones((len(vectors), 1), vectors.dtype)], axis=1)
+    augmented = augmented.astype(head.dtype, copy=False)
+    num_items = len(head) - 1
+    keep = max(q.k for q in queries)
+    kept_items = [[] for _ in queries]
+    kept_logits = [[] for _ in queries]
+    for start in range(0, num_items, block):
+        rows = head[1 + start : 1 + start + block]  # items start + 1 .. start + len(rows)
+        logits = augmented @ rows.T
+        for row, query in enumerate(queries):
+            low, high = np.searchsorted(query.exclude, (start + 1, start + len(rows) + 1))
+            logits[row, query.exclude[low:high] - start - 1] = -np.inf
+        width = min(keep, len(rows))
+        best = np.argpartition(-logits, width - 1, axis=1)[:, :width]
+        best_logits = np.take_along_axis(logits, best, axis=1)
+        for row in range(len(queries)):
+            kept_items[row].append(best[row] + start + 1)
+            kept_logits[row].append(best_logits[row])
+    rankings = []
+    for query, items, values in zip(queries, kept_items, kept_logits, strict=True):
+        items, values = np.concatenate(items), np.concatenate(values)
+        allowed = np.isfinite(values)  # an excluded item never fills a short list
+        rankings.append(top_k(items[allowed], values[allowed], query.k))
+    return rankings
+
+
 def in_request_order(candidates: np.ndarray, logits: np.ndarray) -> Ranked:
     real = candidates > 0
     return Ranked(items=candidates[real], logits=logits[real])

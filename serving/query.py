@@ -21,7 +21,7 @@ class Query:
     items: np.ndarray  # known history, oldest first, at most the model's window
     context: np.ndarray  # [F] context indices (0 = unknown)
     k: int
-    exclude: np.ndarray  # item indices never to return (seen + excluded)
+    exclude: np.ndarray  # item indices never to return (seen + excluded), sorted
     allowed: np.ndarray | None = None  # rank only these (Recommend with allowed_item_ids)
     score_items: np.ndarray | None = None  # Score: exactly these, in this order
     unknown_item_ids: tuple[str, ...] = ()
@@ -135,7 +135,7 @@ def prepare_query(
     exclude = _map_ids(model, exclude_ids, "exclude_item_ids", unique=True)
     if exclude_seen:
         exclude = np.union1d(exclude, known_items)
-    exclude = exclude.astype(np.int64)
+    exclude = np.sort(exclude).astype(np.int64)  # sorted: the exact path masks it by ranges
     allowed = score_items = None
     if allowed_ids:
         allowed = _map_ids(model, allowed_ids, "allowed_item_ids", unique=True)

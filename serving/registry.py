@@ -13,6 +13,7 @@ import polars as pl
 
 from logitrec import repository as layout
 from logitrec.errors import InputError
+from logitrec.mips import search_parameter, set_search_parameter
 from serving.errors import ModelNotFound, quote
 
 # Protobuf framing of one RecommendedItem inside a response, at most: tags, length prefixes,
@@ -34,6 +35,7 @@ class ModelVersion:
     index_of: dict[str, int]
     context_lookup: dict[str, dict[str, int]]  # feature -> value -> index (0 = unknown)
     faiss_index: object
+    head: np.ndarray  # [N + 1, d + 1]: [W_i, b_i] per item index, row 0 padding (exact path)
 
     @property
     def num_items(self) -> int:
@@ -64,10 +66,12 @@ class ModelVersion:
         return ITEM_FRAMING_BYTES + longest_id + longest_title
 
 
-def load_version(repository: Path, name: str, version: int) -> ModelVersion:
-    """Read one exported version; InputError naming the file when anything is missing or wrong."""
-    import faiss
-
+def load_version(
+    repository: Path, name: str, version: int, search_breadth: int | None = None
+) -> ModelVersion:
+    """Read one exported version; InputError naming the file when anything is missing or wrong.
+    The FAISS index searches with `search_breadth` (IVF nprobe, HNSW efSearch) when given, else
+    with what export calibrated for its recall target."""
     repository = Path(repository)
     scorer_dir = layout.scorer_dir(repository, name, version)
     manifest = layout.read_manifest(scorer_dir)
@@ -102,8 +106,32 @@ def load_version(repository: Path, name: str, version: int) -> ModelVersion:
         popularity=catalog["popularity"].to_numpy().astype(np.float64),
         index_of={item_id: i for i, item_id in enumerate(item_ids, start=1)},
         context_lookup=context_lookup,
-        faiss_index=faiss.read_index(str(scorer_dir / layout.FAISS_INDEX)),
+        faiss_index=_read_index(scorer_dir, manifest, search_breadth),
+        head=_read_head(scorer_dir, manifest),
     )
+
+
+def _read_index(scorer_dir: Path, manifest: layout.Manifest, search_breadth: int | None):
+    import faiss
+
+    index = faiss.read_index(str(scorer_dir / layout.FAISS_INDEX))
+    parameter = search_parameter(index)
+    calibrated = manifest.index.get("calibration", {}).get("value")
+    breadth = search_breadth or calibrated
+    if parameter and breadth:
+        set_search_parameter(index, parameter, breadth)
+    return index
+
+
+def _read_head(scorer_dir: Path, manifest: layout.Manifest) -> np.ndarray:
+    path = scorer_dir / layout.HEAD
+    head = np.load(path, allow_pickle=False)
+    expected = (manifest.num_items + 1, manifest.hidden_size + 1)
+    if head.shape != expected or head.dtype != np.float32:
+        raise InputError(
+            f"{path}: expected float32 {list(expected)}, got {head.dtype} {list(head.shape)}"
+        )
+    return head
 
 
 def _check_identity(scorer_dir: Path, manifest, name: str, version: int, item_ids) -> None:

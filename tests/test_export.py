@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import faiss
 import numpy as np
 import onnxruntime
 import pytest
@@ -11,6 +12,7 @@ import torch
 from conftest import copy_repository, run_cli
 
 from export import exporter, parity
+from export.calibrate import calibrate, exact_top, measure
 from export.graphs import Encoder
 from export.index import build_index
 from export.triton_config import config_text
@@ -189,21 +191,29 @@ def test_flat_index_ranks_exactly_by_logit_with_the_bias_folded_in():
     assert query_points(users).shape == (20, 18)
 
 
-def test_ivf_index_from_a_factory_string_finds_most_of_the_exact_top10():
+def test_calibration_picks_the_search_breadth_that_meets_the_recall_target():
     rng = np.random.default_rng(1)
     centers = rng.normal(size=(20, 16))
     weight = (centers[rng.integers(0, 20, 4000)] + 0.3 * rng.normal(size=(4000, 16))).astype(
         np.float32
     )
     bias = rng.normal(size=4000).astype(np.float32)
-    users = rng.normal(size=(50, 16)).astype(np.float32)
-    index, info = build_index(weight, bias, "IVF64,Flat")
-    assert info.nprobe is not None
-    index.nprobe = 16
-    expected = np.argsort(-(users @ weight.T + bias), axis=1)[:, :10] + 1
-    found = search(index, users, 10)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, expected, strict=True)])
-    assert recall > 0.9
+    users = (centers[rng.integers(0, 20, 300)] + 0.3 * rng.normal(size=(300, 16))).astype(
+        np.float32
+    )
+    calibrating, held_out = users[:200], users[200:]
+    index, _ = build_index(weight, bias, "IVF64,Flat")
+    calibration = calibrate(index, calibrating, weight, bias, 200, 0.99)
+    assert calibration.met and calibration.parameter == "nprobe"
+    assert 1 < calibration.value < 64  # neither the one list that gave 0.65, nor all of them
+    assert faiss.extract_index_ivf(index).nprobe == calibration.value
+    # On users it never saw, the pruned-then-exact top-10 keeps its promise.
+    recall, filled = measure(index, held_out, exact_top(held_out, weight, bias, 10), 200)
+    assert recall >= 0.97 and filled >= 0.999
+    # A lossy index that cannot reach the target says so, at the widest breadth tried.
+    quantized, _ = build_index(weight, bias, "IVF64,PQ3")
+    lossy = calibrate(quantized, calibrating, weight, bias, 10, 0.999)
+    assert not lossy.met and lossy.value == 64 and lossy.recall_at_10 < 0.999
 
 
 def test_triton_configs_name_the_backend_device_and_shapes():

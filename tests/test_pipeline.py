@@ -7,7 +7,7 @@ import pytest
 from logitrec.repository import Manifest
 from serving import pipeline
 from serving.errors import InvalidRequest
-from serving.query import prepare_query, ranked_items, softmax
+from serving.query import Query, prepare_query, ranked_items, softmax
 from serving.registry import ModelVersion
 
 
@@ -29,6 +29,7 @@ def model(num_items=6, max_length=3):
         index_of={item_id: i for i, item_id in enumerate(ids, start=1)},
         context_lookup={"g": {"F": 1, "M": 2}},
         faiss_index=None,
+        head=np.zeros((num_items + 1, 5), np.float32),
     )  # fmt: skip
 
 
@@ -101,3 +102,26 @@ def test_ranked_items_map_indices_back_to_ids_titles_and_probabilities():
     assert items[0].title == "" and items[0].logit == 2.0
     assert items[0].probability == pytest.approx(1 / (1 + np.exp(-2.0)))
     assert sum(i.probability for i in items) == pytest.approx(1.0)
+
+
+def test_exact_rankings_by_blocks_match_a_full_sort_and_honour_exclusions():
+    rng = np.random.default_rng(3)
+    num_items, dim = 1000, 8
+    head = rng.normal(size=(num_items + 1, dim + 1)).astype(np.float32)
+    head[0] = 0  # padding row, never ranked
+    vectors = rng.normal(size=(3, dim)).astype(np.float32)
+    # Exclusions across block borders (block 64 below), and one query excluding all but 3.
+    excluded = [np.array([5, 64, 65, 128, 999]), np.array([], np.int64),
+                np.setdiff1d(np.arange(1, num_items + 1), [10, 500, 1000])]  # fmt: skip
+    queries = [
+        Query(items=np.array([1]), context=np.zeros(0, np.int64), k=k, exclude=np.sort(e))
+        for k, e in zip((5, 20, 5), excluded, strict=True)
+    ]
+    rankings = pipeline.exact_rankings(vectors, head, queries, block=64)
+    logits = vectors @ head[1:, :-1].T + head[1:, -1]
+    for query, ranking, row in zip(queries, rankings, logits, strict=True):
+        allowed = np.setdiff1d(np.arange(1, num_items + 1), query.exclude)
+        expected = allowed[np.argsort(-row[allowed - 1], kind="stable")][: query.k]
+        assert ranking.items.tolist() == expected.tolist()
+        assert np.allclose(ranking.logits, row[expected - 1], atol=1e-5)
+    assert len(rankings[2].items) == 3  # fewer eligible items than k: those, no excluded one
