@@ -38,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 from logitrec_client.proto import recommender_pb2 as pb
-from logitrec_client.proto import recommender_pb2_grpc
 
 from logitrec import repository as layout
+from logitrec.bench.load import Connection, Window, closed_loop, summarize
 from logitrec.gateway_process import GatewayFailed, running_gateway
 from serving.backends.embedded import EmbeddedBackend
 from serving.config import ServeConfig
@@ -95,45 +95,31 @@ async def drive(
     credentials=None,
     metadata: tuple[tuple[str, str], ...] | None = None,
 ):
-    """Closed loop: each client sends its next request when the last one is answered.
-    `credentials` (grpc.ChannelCredentials) makes the channel TLS; `metadata` goes on every call
-    (e.g. the bearer token)."""
-    import grpc
-
-    if credentials is None:
-        channel = grpc.aio.insecure_channel(target)
-    else:
-        channel = grpc.aio.secure_channel(target, credentials)
-    stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
-    records = []
-    started = time.monotonic()
-    measure_from, stop = started + warmup, started + warmup + seconds
-
-    async def client(offset: int) -> None:
-        index = offset
-        while time.monotonic() < stop:
-            request = requests[index % len(requests)]
-            index += concurrency
-            sent = time.perf_counter()
-            response = await stub.Recommend(request, timeout=60, metadata=metadata)
-            elapsed = time.perf_counter() - sent
-            if time.monotonic() >= measure_from:
-                records.append((elapsed, response.timings))
-
-    await asyncio.gather(*(client(i) for i in range(concurrency)))
-    await channel.close()
-    latencies = np.array([r[0] for r in records])
+    """Closed loop, by `logitrec bench load`'s driver: each client sends its next request when the
+    last one is answered. `credentials` (grpc.ChannelCredentials) makes the channel TLS;
+    `metadata` goes on every call (e.g. the bearer token). A failed call fails the benchmark."""
+    connection = Connection(target, credentials, metadata or (), channels=1, timeout=60)
+    timings = []
+    calls = await closed_loop(
+        connection, requests, concurrency, Window(warmup, seconds),
+        on_answer=lambda response: timings.append(response.timings),
+    )  # fmt: skip
+    summary = summarize(calls)
+    failed = {code: n for code, n in summary["status_counts"].items() if code != "OK"}
+    if failed:
+        raise SystemExit(f"calls to {target} failed: {failed}")
+    latency = summary["latency_ms"]
     timing = {
-        stage: float(np.mean([getattr(r[1], f"{stage}_seconds") for r in records]) * 1000)
+        stage: float(np.mean([getattr(t, f"{stage}_seconds") for t in timings]) * 1000)
         for stage in ("queue", "encode", "retrieve", "score", "total")
     }
-    timing["grpc_and_serialization"] = float(latencies.mean() * 1000) - timing["total"]
+    timing["grpc_and_serialization"] = latency["mean"] - timing["total"]
     return {
-        "requests": len(records),
-        "throughput_rps": round(len(records) / seconds, 1),
-        "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 2),
-        "p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 2),
-        "mean_ms": round(float(latencies.mean()) * 1000, 2),
+        "requests": summary["requests"],
+        "throughput_rps": summary["achieved_rps"],
+        "p50_ms": round(latency["p50"], 2),
+        "p99_ms": round(latency["p99"], 2),
+        "mean_ms": round(latency["mean"], 2),
         "breakdown_ms": {k: round(v, 3) for k, v in timing.items()},
     }
 

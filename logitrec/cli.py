@@ -5,6 +5,7 @@ import sys
 import typer
 
 from export.cli import export_command
+from logitrec.bench.cli import bench_app
 from logitrec.errors import InputError
 from serving.cli import serve_command, token_app
 from training.cli import checkpoint_app, evaluate_command, train_command
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(token_app, name="token")
+app.add_typer(bench_app, name="bench")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("export")(export_command)
