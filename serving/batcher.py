@@ -40,20 +40,25 @@ class MicroBatcher(Generic[Item, Result]):
         max_wait_seconds: float,
         max_queue: int,
         on_batch: Callable[[int, int], None] | None = None,
+        in_flight: int = 1,
     ) -> None:
         """`handler(items, queue_seconds)` returns one result per item, in order. `on_batch`
-        (batch size, queue depth) is told about every batch, for metrics."""
+        (batch size, queue depth) is told about every batch, for metrics. Up to `in_flight`
+        batches run at once (more than one lets batch n+1 encode while batch n is scored)."""
         self.handler = handler
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_seconds
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self.on_batch = on_batch
+        self.in_flight = in_flight
+        self._slots = asyncio.Semaphore(in_flight)
         self._worker: asyncio.Task | None = None
+        self._batches: set[asyncio.Task] = set()  # the batches computing now
         self._closing = False
         self.received = 0  # requests accepted into the queue, ever
         self.timing = BatchTiming()
         self._forming = 0  # requests taken off the queue into the batch being formed
-        self._running: tuple[float, int] | None = None  # (start, size) of the batch computing
+        self._running: dict[int, tuple[float, int]] = {}  # (start, size) of each batch computing
 
     def start(self) -> None:
         if self._worker is None:
@@ -69,11 +74,16 @@ class MicroBatcher(Generic[Item, Result]):
             return None
         ahead = self._forming + self.queue.qsize()
         full_batches, own_size = divmod(ahead, self.max_batch_size)
-        seconds = full_batches * self.timing.seconds(self.max_batch_size)
+        # Batches run in_flight at a time (the measured batch time already includes the
+        # slow-down of sharing the machine with the others).
+        rounds = -(-full_batches // self.in_flight)
+        seconds = rounds * self.timing.seconds(self.max_batch_size)
         seconds += self.timing.seconds(own_size + 1)
-        if self._running is not None:
-            started, size = self._running
-            seconds += max(0.0, self.timing.seconds(size) - (now - started))
+        if len(self._running) >= self.in_flight:  # wait for the first slot to free up
+            seconds += min(
+                max(0.0, self.timing.seconds(size) - (now - started))
+                for started, size in self._running.values()
+            )
         return now + seconds + self.max_wait
 
     async def submit(
@@ -107,7 +117,7 @@ class MicroBatcher(Generic[Item, Result]):
         await self.queue.join()
         if self._worker is not None:
             self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+            await asyncio.gather(self._worker, *self._batches, return_exceptions=True)
 
     async def _collect(self) -> list[_Pending]:
         batch = [await self.queue.get()]
@@ -130,12 +140,23 @@ class MicroBatcher(Generic[Item, Result]):
 
     async def _run(self) -> None:
         while True:
-            batch = await self._collect()
+            await self._slots.acquire()  # a batch is formed only when it can start at once
             try:
-                await self._process(batch)
-            finally:
-                for _ in batch:
-                    self.queue.task_done()
+                batch = await self._collect()
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.get_running_loop().create_task(self._finish(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _finish(self, batch: list[_Pending]) -> None:
+        try:
+            await self._process(batch)
+        finally:
+            self._slots.release()
+            for _ in batch:
+                self.queue.task_done()
 
     async def _process(self, batch: list[_Pending]) -> None:
         now = time.monotonic()
@@ -153,7 +174,9 @@ class MicroBatcher(Generic[Item, Result]):
             return
         if self.on_batch is not None:
             self.on_batch(len(live), self.queue.qsize())
-        self._running = (time.monotonic(), len(live))
+        key = id(live)
+        started = time.monotonic()
+        self._running[key] = (started, len(live))
         try:
             results = await self.handler([p.item for p in live], [now - p.enqueued for p in live])
             if len(results) != len(live):
@@ -164,9 +187,8 @@ class MicroBatcher(Generic[Item, Result]):
                     pending.future.set_exception(error)
             return
         finally:
-            started, size = self._running
-            self._running = None
-        self.timing.record(time.monotonic() - started, size)
+            del self._running[key]
+        self.timing.record(time.monotonic() - started, len(live))
         for pending, result in zip(live, results, strict=True):
             if not pending.future.done():
                 if isinstance(result, BaseException):

@@ -40,6 +40,12 @@ def serve_command(
         None, "--exact/--pruned", help="Score the whole catalog for every request."
     ),
     threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime threads."),
+    ort_spinning: bool | None = typer.Option(
+        None, "--ort-spinning/--no-ort-spinning", help="ONNX Runtime threads spin between ops."
+    ),
+    batches_in_flight: int | None = typer.Option(
+        None, "--batches-in-flight", help="Batches per version computing at once (default 1)."
+    ),
     admission: bool | None = typer.Option(
         None, "--admission/--no-admission", help="Refuse requests that cannot meet their deadline."
     ),

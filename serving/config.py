@@ -37,6 +37,12 @@ class ServeConfig:
     versions_served: int = VERSIONS_SERVED  # newest versions loaded per model, as Triton serves
     max_message_bytes: int = 8 * 1024 * 1024
     threads: int | None = None  # ONNX Runtime intra-op threads (None: its default)
+    # ONNX Runtime's worker threads spin waiting for work between ops (its default); off,
+    # they sleep: less CPU burnt when the encoder shares cores with gRPC and FAISS
+    ort_spinning: bool = True
+    # Batches of one version computing at once: 2 lets batch n+1 encode while batch n is
+    # retrieved and scored (see benchmarks/results/serving.md for what it pays on CPU)
+    batches_in_flight: int = 1
 
     # -- per-request bounds, checked at the edge (INVALID_ARGUMENT) so no request stalls a batch
     max_history: int = 10_000  # events per request
@@ -173,6 +179,7 @@ def validate(config: ServeConfig) -> None:
         "max_k",
         "max_batch_requests",
         "max_batch_items",
+        "batches_in_flight",
     ):
         if getattr(config, name) < 1:
             flag = name.replace("_", "-")

@@ -91,6 +91,7 @@ class Engine:
             max_wait_seconds=self.config.max_wait_ms / 1000,
             max_queue=self.config.max_queue,
             on_batch=self._on_batch,
+            in_flight=self.config.batches_in_flight,
         )
         batcher.start()
         try:

@@ -148,3 +148,25 @@ async def test_admission_refuses_at_once_what_cannot_finish_by_its_deadline():
     release.set()
     assert await asyncio.gather(*queued, patient) == [0, 1, 2, "patient"]
     await batcher.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_batches_in_flight_run_at_once_up_to_the_limit(in_flight):
+    running, most, release = 0, 0, asyncio.Event()
+
+    async def hold(items, waits):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+        return items
+
+    batcher = make(hold, max_batch_size=1, max_wait_seconds=0, in_flight=in_flight)
+    calls = [asyncio.ensure_future(batcher.submit(i)) for i in range(4)]
+    await asyncio.sleep(0.05)
+    assert most == in_flight  # the rest wait in the queue for a free slot
+    release.set()
+    assert await asyncio.gather(*calls) == [0, 1, 2, 3]
+    await batcher.close()

@@ -18,7 +18,7 @@ def make_backend(config: ServeConfig) -> Backend:
         )
     from serving.backends.embedded import EmbeddedBackend
 
-    return EmbeddedBackend(threads=config.threads)
+    return EmbeddedBackend(threads=config.threads, spinning=config.ort_spinning)
 
 
 __all__ = ["Backend", "make_backend"]

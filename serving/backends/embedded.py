@@ -18,8 +18,9 @@ from serving.registry import ModelVersion
 class EmbeddedBackend:
     name = "embedded"
 
-    def __init__(self, threads: int | None = None, workers: int = 2) -> None:
+    def __init__(self, threads: int | None = None, workers: int = 2, spinning: bool = True) -> None:
         self.threads = threads
+        self.spinning = spinning
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ort")
         self._sessions: dict[tuple[str, int], dict] = {}
 
@@ -30,6 +31,8 @@ class EmbeddedBackend:
         options.log_severity_level = 3
         if self.threads:
             options.intra_op_num_threads = self.threads
+        if not self.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = onnxruntime.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         return onnxruntime.InferenceSession(str(path), options, providers=providers)
