@@ -21,13 +21,15 @@ from training.features import (
     minilm_path,
     text_embeddings,
 )
-from training.loop import TrainingWindows
+from training.loop import Objective, TrainingWindows, parameter_groups
 from training.model import (
     LogitLM,
     build_backbone,
     pretrained_backbone_config,
     scratch_backbone_config,
 )
+from training.negatives import NegativeSampler, resolve_sampling
+from training.optimizers import RowSparseAdamW
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,3 +139,42 @@ def build_windows(
         train_end=training_ends(dataset, config, valid_rows, valid_subset),
     )
     return TrainingWindows(inputs, targets, context[users], dataset.num_items)
+
+
+def uses_sparse_rows(config: TrainConfig, world_size: int) -> bool:
+    """Whether the item tables learn from sparse row gradients (see TrainConfig.sparse_rows)."""
+    if config.sparse_rows is None:
+        return config.loss != "ce" and world_size == 1
+    if config.sparse_rows and world_size > 1:
+        raise InputError(
+            "--sparse-rows: not under torchrun (DDP all-reduces dense gradients); "
+            "leave it unset or pass --no-sparse-rows"
+        )
+    return config.sparse_rows
+
+
+def build_optimizer(
+    model: LogitLM, config: TrainConfig, sparse_rows: bool
+) -> torch.optim.Optimizer:
+    """AdamW over the parameter groups; with sparse rows, the row-wise kind for the item tables."""
+    groups = parameter_groups(model, config)
+    if sparse_rows:
+        return RowSparseAdamW(groups, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def build_objective(
+    model: LogitLM,
+    config: TrainConfig,
+    windows: TrainingWindows,
+    device: torch.device,
+    sparse_rows: bool,
+) -> Objective:
+    """The loss module with its negative sampler (drawing from `windows`' targets)."""
+    sampler = NegativeSampler(
+        windows.target_counts,
+        config.negatives,
+        resolve_sampling(config.negative_sampling, config.loss),
+        device,
+    )
+    return Objective(model, config, sampler, sparse_rows)

@@ -8,7 +8,7 @@ import typer
 
 from logitrec.errors import InputError
 
-_NOT_SETTINGS = ("data", "out", "config", "resume", "force", "quiet")
+_NOT_SETTINGS = ("data", "out", "config", "resume", "force", "quiet", "eval_users")
 
 
 def train_command(
@@ -54,6 +54,27 @@ def train_command(
     ),
     loss: str | None = typer.Option(None, help="ce, bce or sampled-softmax."),
     negatives: int | None = typer.Option(None, help="Negatives for bce / sampled-softmax."),
+    negative_sampling: str | None = typer.Option(
+        None,
+        help="Negatives from: uniform, popularity, or auto (default: popularity for "
+        "sampled-softmax, uniform for bce).",
+    ),
+    logq_correction: bool | None = typer.Option(
+        None,
+        "--logq-correction/--no-logq-correction",
+        help="Sampled softmax: correct negatives' logits by log(expected count) (default on).",
+    ),
+    in_batch_negatives: bool | None = typer.Option(
+        None,
+        "--in-batch-negatives/--no-in-batch-negatives",
+        help="Also use the batch's targets (up to --negatives) as negatives (default off).",
+    ),
+    sparse_rows: bool | None = typer.Option(
+        None,
+        "--sparse-rows/--no-sparse-rows",
+        help="Row-wise updates of the item tables (default: on for bce / sampled-softmax, "
+        "one process).",
+    ),
     patience: int | None = typer.Option(
         None, help="Epochs without validation gain before stopping."
     ),
@@ -64,6 +85,11 @@ def train_command(
         None,
         "--train-valid-items/--no-train-valid-items",
         help="Users outside the validation subset train on their validation item (default off).",
+    ),
+    eval_users: int | None = typer.Option(
+        None,
+        help="Final evaluation on a fixed random sample of this many users per split (seeded "
+        "by --seed), with 95% intervals (default: all users).",
     ),
     seed: int | None = typer.Option(None, help="Random seed."),
     device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
@@ -76,7 +102,10 @@ def train_command(
     overrides = {k: v for k, v in locals().items() if k not in _NOT_SETTINGS}
     from training.config import load_config
     from training.data.dataset import load_dataset
+    from training.evaluate import check_eval_users
     from training.trainer import train
+
+    check_eval_users(eval_users)  # before training, not after it
 
     if context_features is not None and context_features not in ("auto",):
         names = context_features.split(",") if context_features != "none" else []
@@ -89,6 +118,7 @@ def train_command(
         resume_from=resume,
         force=force,
         show_progress=not quiet,
+        eval_users=eval_users,
     )
     if metrics:
         typer.echo(
@@ -106,16 +136,24 @@ def evaluate_command(
     batch_size: int = typer.Option(256, help="Users per batch."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     baselines: bool = typer.Option(False, "--baselines", help="Also evaluate most-popular."),
+    eval_users: int | None = typer.Option(
+        None,
+        help="Evaluate a fixed random sample of this many users, with 95% intervals "
+        "(default: all users).",
+    ),
+    eval_seed: int = typer.Option(42, help="Seed that draws the --eval-users sample."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     as_json: bool = typer.Option(True, "--json/--table", help="One JSON object (default)."),
 ) -> None:
     """Full-ranking HR/NDCG/MRR at 10 and 20 on a split, seen items excluded."""
     from training.build import resolve_device
     from training.checkpoint import check_catalog, load_checkpoint
     from training.data.dataset import load_dataset
-    from training.evaluate import evaluate_split
+    from training.evaluate import check_eval_users, evaluate_split
 
     if split not in ("test", "valid"):
         raise InputError(f"--split: expected test or valid, got {split!r}")
+    check_eval_users(eval_users)
     dataset = load_dataset(data)
     target_device = resolve_device(device)
     model, config = load_checkpoint(checkpoint, target_device)
@@ -128,6 +166,9 @@ def evaluate_command(
         device=target_device,
         batch_size=batch_size,
         baselines=baselines,
+        eval_users=eval_users,
+        seed=eval_seed,
+        show_progress=not quiet,
     )
     result = {"split": split, "checkpoint": str(checkpoint), **evaluated.model}
     if baselines:

@@ -9,6 +9,7 @@ from logitrec.errors import InputError
 AUTO = "auto"
 BACKBONES = ("scratch", "minilm")  # or a path to a local Hugging Face model directory
 LOSSES = ("ce", "bce", "sampled-softmax")
+SAMPLINGS = ("auto", "uniform", "popularity")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +63,19 @@ class TrainConfig:
     ema_decay: float = 0.0
     loss: str = "ce"
     negatives: int = 256  # for bce and sampled-softmax
+    # Where the sampled losses draw negatives from: uniform, popularity (training targets,
+    # add-one smoothed) or auto (popularity for sampled-softmax, uniform for bce).
+    negative_sampling: str = "auto"
+    # Sampled softmax: subtract log(expected count) from each negative's logit (the log-Q
+    # correction), so the sampled loss estimates the full softmax without the sampler's bias.
+    logq_correction: bool = True
+    # The sampled losses also take the batch's targets (up to `negatives` of them) as negatives.
+    in_batch_negatives: bool = False
+    # Item tables learn from sparse row gradients (row-wise Adam on the rows a batch touched,
+    # AdamW on the rest). None: on for bce and sampled-softmax in one process (ce touches every
+    # row anyway; under torchrun DDP all-reduces dense gradients). At 983k items it measured
+    # several times faster per step (benchmarks/results/training_scale.md).
+    sparse_rows: bool | None = None
     patience: int = 30  # epochs without a better validation NDCG@10 before stopping
     eval_every: int = 1
     # Validate on a fixed random subset of this many users (None: all of them), and with
@@ -125,6 +139,7 @@ def validate(config: TrainConfig) -> None:
         )
     if config.loss not in LOSSES:
         raise InputError(f"--loss: expected one of {', '.join(LOSSES)}, got {config.loss!r}")
+    _validate_negatives(config)
     if config.windows not in ("newest", "all"):
         raise InputError(f"--windows: expected newest or all, got {config.windows!r}")
     if config.schedule not in ("cosine", "constant"):
@@ -145,6 +160,22 @@ def validate(config: TrainConfig) -> None:
             f"--hidden-size ({model.hidden_size}) must be a multiple of --num-heads "
             f"({model.num_heads})"
         )
+
+
+def _validate_negatives(config: TrainConfig) -> None:
+    if config.negative_sampling not in SAMPLINGS:
+        raise InputError(
+            f"--negative-sampling: expected one of {', '.join(SAMPLINGS)}, "
+            f"got {config.negative_sampling!r}"
+        )
+    if config.loss != "ce" and config.negatives < 1:
+        raise InputError(f"--negatives: expected a positive integer, got {config.negatives}")
+    if config.loss == "ce":
+        # Full softmax scores every item: it has no negatives and touches every row.
+        if config.in_batch_negatives:
+            raise InputError("--in-batch-negatives: needs --loss bce or sampled-softmax")
+        if config.sparse_rows:
+            raise InputError("--sparse-rows: needs --loss bce or sampled-softmax")
 
 
 def new_parameter_learning_rate(config: TrainConfig) -> float:

@@ -15,23 +15,58 @@ from training.averaging import WeightAverage
 from training.batches import length_bucketed_batches
 from training.config import TrainConfig, new_parameter_learning_rate
 from training.model import LogitLM, mixed_precision
+from training.negatives import NegativeSampler
+from training.optimizers import clip_gradients
 
 
 class Objective(torch.nn.Module):
-    """The loss as a module, so DDP sees one forward per step."""
+    """The loss as a module, so DDP sees one forward per step.
 
-    def __init__(self, model: LogitLM, config: TrainConfig) -> None:
+    With `sparse_rows` (sampled losses only) the item tables are read row by row, so their
+    gradients are sparse tensors over the rows the batch touched (history items, targets,
+    negatives) instead of dense catalog-sized ones.
+    """
+
+    def __init__(
+        self, model: LogitLM, config: TrainConfig, sampler: NegativeSampler, sparse_rows: bool
+    ) -> None:
         super().__init__()
         self.model, self.config = model, config
+        self.sampler, self.sparse_rows = sampler, sparse_rows
 
-    def forward(self, inputs, targets, context, negatives):
-        hidden = self.model.hidden_states(inputs, context)
+    def forward(self, inputs, targets, context):
+        # Drawn for every loss (ce ignores them) so the random stream is the same whatever the loss.
+        drawn = self.sampler.draw()
+        hidden = self.model.hidden_states(inputs, context, sparse=self.sparse_rows)
         real = targets != 0
         hidden, targets = hidden[real], targets[real]
-        weight, bias = self.model.head()
         if self.config.loss == "ce":
+            weight, bias = self.model.head()
             return losses.full_softmax(hidden, targets, weight, bias)
-        return losses.with_negatives(self.config.loss, hidden, targets, weight, bias, negatives)
+        return self.sampled_loss(hidden, targets, drawn)
+
+    def sampled_loss(self, hidden, targets, drawn):
+        """Sampled softmax or BCE of real positions (hidden [M, d], targets [M])."""
+        config = self.config
+        negatives = self.sampler.negatives(drawn, targets if config.in_batch_negatives else None)
+        weight, bias = self.head_rows(torch.cat([targets, negatives.items]))
+        rows = len(targets)
+        corrected = config.loss == "sampled-softmax" and config.logq_correction
+        positive, negative = losses.sampled_logits(
+            hidden,
+            (weight[:rows], bias[:rows]),
+            (weight[rows:], bias[rows:]),
+            negatives.log_expected if corrected else None,
+        )
+        return losses.negative_loss(config.loss, positive, negative, targets, negatives.items)
+
+    def head_rows(self, items):
+        """Head rows (W, b) of `items` (from 1): looked up alone with sparse rows, else indexed
+        out of the whole head (dense gradients, as before sparse rows existed)."""
+        if self.sparse_rows:
+            return self.model.head_rows(items, sparse=True)
+        weight, bias = self.model.head()
+        return weight[items - 1], bias[items - 1]
 
 
 def parameter_groups(model: LogitLM, config: TrainConfig) -> list[dict]:
@@ -78,6 +113,13 @@ class TrainingWindows:
     def lengths(self) -> np.ndarray:
         """Transitions per row: what batches are bucketed by."""
         return (self.targets != 0).sum(axis=1)
+
+    @cached_property
+    def target_counts(self) -> np.ndarray:
+        """How often each item (index 0: padding, never counted) is a target [num_items + 1]:
+        the distribution in-batch negatives come from, and popularity sampling's."""
+        targets = self.targets[self.targets != 0]
+        return np.bincount(targets, minlength=self.num_items + 1)
 
 
 @dataclass(frozen=True)
@@ -140,23 +182,22 @@ def _set_learning_rate(run: Optimisation, step: int) -> None:
         group["lr"] = group["base_lr"] * factor
 
 
-def _batch_loss(run: Optimisation, windows: TrainingWindows, rows: np.ndarray) -> torch.Tensor:
+def batch_loss(run: Optimisation, windows: TrainingWindows, rows: np.ndarray) -> torch.Tensor:
+    """The loss of one batch of window rows (the forward pass of a training step)."""
     device = run.device
     # Drop the columns that are padding in every row: short histories train faster.
     first = int((windows.inputs[rows] != 0).any(axis=0).argmax())
     inputs = torch.as_tensor(windows.inputs[rows, first:], device=device)
     targets = torch.as_tensor(windows.targets[rows, first:], device=device)
     context = torch.as_tensor(windows.context[rows], device=device)
-    # Drawn for every loss (ce ignores them) so the random stream is the same whatever the loss.
-    negatives = torch.randint(1, windows.num_items + 1, (run.config.negatives,), device=device)
     with mixed_precision(run.config.amp, device):
-        return run.objective(inputs, targets, context, negatives)
+        return run.objective(inputs, targets, context)
 
 
 def _update(run: Optimisation, loss: torch.Tensor) -> None:
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(run.objective.parameters(), run.config.grad_clip)
+    clip_gradients(run.objective.parameters(), run.config.grad_clip)
     run.optimizer.step()
     if run.average is not None:
         run.average.update()
@@ -177,7 +218,7 @@ def train_one_epoch(
     )
     for rows in progress:
         _set_learning_rate(run, step)
-        loss = _batch_loss(run, windows, rows)
+        loss = batch_loss(run, windows, rows)
         if not torch.isfinite(loss):
             failure = f"the loss became {loss.item()} at step {step}"
             return EpochOutcome(total_loss / max(1, total_rows), step, failure)

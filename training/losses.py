@@ -62,22 +62,68 @@ class _ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
 
 
 def with_negatives(
-    kind: str, hidden: torch.Tensor, targets: torch.Tensor, weight, bias, negatives: torch.Tensor
+    kind: str,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    weight,
+    bias,
+    negatives: torch.Tensor,
+    log_expected: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sampled softmax or BCE against `negatives` [K] (uniform, shared by the whole batch).
+    """Sampled softmax or BCE against `negatives` [K] shared by the whole batch, over the full
+    head (weight [N, d], bias [N]; row j is item j + 1). `log_expected` [K]: see sampled_logits.
+    """
+    positive, negative = sampled_logits(
+        hidden,
+        (weight[targets - 1], bias[targets - 1]),
+        (weight[negatives - 1], bias[negatives - 1]),
+        log_expected,
+    )
+    return negative_loss(kind, positive, negative, targets, negatives)
+
+
+def sampled_logits(
+    hidden: torch.Tensor,
+    target_rows: tuple[torch.Tensor, torch.Tensor],
+    negative_rows: tuple[torch.Tensor, torch.Tensor],
+    log_expected: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's target logit [M] and its logits of the shared negatives [M, K], from the head
+    rows (W, b) of the targets [M, d], [M] and of the negatives [K, d], [K].
+
+    With `log_expected` (log of each negative's expected count among the draws) the negative
+    logits are corrected by it (the log-Q correction): the softmax's sum over the negatives then
+    estimates the full softmax's sum over the catalog without bias. Folded into the bias, so it
+    costs a [K] subtraction, not an [M, K] one.
+    """
+    target_weight, target_bias = target_rows
+    negative_weight, negative_bias = negative_rows
+    positive = (hidden * target_weight).sum(-1) + target_bias
+    if log_expected is not None:
+        negative_bias = negative_bias - log_expected
+    negative = torch.addmm(negative_bias, hidden, negative_weight.T)
+    return positive, negative
+
+
+def negative_loss(
+    kind: str,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+) -> torch.Tensor:
+    """Mean sampled-softmax or BCE loss from target logits [M] and negative logits [M, K].
 
     A negative that happens to be the row's target is masked out (an "accidental hit").
     """
-    positive = (hidden * weight[targets - 1]).sum(-1) + bias[targets - 1]
-    negative = hidden @ weight[negatives - 1].T + bias[negatives - 1]
     accidental = negatives[None, :] == targets[:, None]
     if kind == "sampled-softmax":
         negative = negative.masked_fill(accidental, -torch.inf)
         logits = torch.cat([positive[:, None], negative], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(targets))
     positive_loss = F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive))
-    negative_loss = F.binary_cross_entropy_with_logits(
+    negative_terms = F.binary_cross_entropy_with_logits(
         negative, torch.zeros_like(negative), reduction="none"
     )
     keep = (~accidental).float()
-    return positive_loss + (negative_loss * keep).sum() / keep.sum().clamp(min=1)
+    return positive_loss + (negative_terms * keep).sum() / keep.sum().clamp(min=1)

@@ -10,6 +10,7 @@ import contextlib
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, GPT2Config
 
@@ -66,6 +67,32 @@ def build_backbone(backbone_config: dict, weights_path: str | None = None) -> nn
     return model
 
 
+class _SparseRowGather(torch.autograd.Function):
+    """table[index] whose gradient is a sparse tensor over the gathered rows. F.embedding offers
+    this for 2-D tables only; the head bias is 1-D."""
+
+    @staticmethod
+    def forward(ctx, table, index):
+        ctx.table_shape = table.shape
+        ctx.save_for_backward(index)
+        return table[index]
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (index,) = ctx.saved_tensors
+        values = grad_output.reshape(-1, *ctx.table_shape[1:])
+        # The indices were valid rows in forward: no need to check them again.
+        gradient = torch.sparse_coo_tensor(
+            index.reshape(1, -1), values, ctx.table_shape, check_invariants=False
+        )
+        return gradient, None
+
+
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table[index], with a sparse gradient for `table`."""
+    return _SparseRowGather.apply(table, index)
+
+
 class LogitLM(nn.Module):
     """Item ids (+ user context) in, hidden states and per-item logits out."""
 
@@ -106,14 +133,17 @@ class LogitLM(nn.Module):
     def context_tokens(self) -> int:
         return len(self.context_embeddings)
 
-    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
-        """Input vectors of `items` (all items, padding row included, when None)."""
+    def item_vectors(
+        self, items: torch.Tensor | None = None, *, sparse: bool = False
+    ) -> torch.Tensor:
+        """Input vectors of `items` (all items, padding row included, when None). With `sparse`
+        the id table's gradient is a sparse tensor holding only the looked-up rows."""
         if items is None:
             vectors = self.item_embedding.weight
             if self.text_projection is not None:
                 vectors = vectors + self.text_projection(self.item_text)
             return vectors
-        vectors = self.item_embedding(items)
+        vectors = F.embedding(items, self.item_embedding.weight, padding_idx=0, sparse=sparse)
         if self.text_projection is not None:
             vectors = vectors + self.text_projection(self.item_text[items])
         return vectors
@@ -123,11 +153,23 @@ class LogitLM(nn.Module):
         weight = self.item_vectors() if self.head_weight is None else self.head_weight
         return weight[1:], self.head_bias[1:]
 
+    def head_rows(
+        self, items: torch.Tensor, *, sparse: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, b) rows of `items` (indices from 1) only, for losses that score a few items: the
+        whole head is never built, and with `sparse` its gradients hold just these rows."""
+        if self.head_weight is None:
+            weight = self.item_vectors(items, sparse=sparse)
+        else:
+            weight = F.embedding(items, self.head_weight, sparse=sparse)
+        bias = gather_rows(self.head_bias, items) if sparse else self.head_bias[items]
+        return weight, bias
+
     def hidden_states(
-        self, items: torch.Tensor, context: torch.Tensor | None = None
+        self, items: torch.Tensor, context: torch.Tensor | None = None, *, sparse: bool = False
     ) -> torch.Tensor:
         """[B, L] left-padded item indices (+ [B, F] context indices) -> [B, L, d]."""
-        return self.encode(self.item_vectors(items), items != 0, context)
+        return self.encode(self.item_vectors(items, sparse=sparse), items != 0, context)
 
     def encode(
         self, inputs: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None

@@ -24,10 +24,13 @@ from training.batches import evaluation_rows, validated_users
 from training.build import (
     Distributed,
     build_model,
+    build_objective,
+    build_optimizer,
     build_windows,
     init_distributed,
     resolve_device,
     seed_everything,
+    uses_sparse_rows,
 )
 from training.checkpoint import CheckpointConfig
 from training.config import TrainConfig
@@ -36,11 +39,9 @@ from training.evaluate import ScoreFunction, evaluate_scores, evaluate_split, mo
 from training.features import context_indices
 from training.loop import (
     Epoch,
-    Objective,
     Optimisation,
     TrainingWindows,
     epoch_batches,
-    parameter_groups,
     steps_per_epoch,
     train_one_epoch,
 )
@@ -89,8 +90,12 @@ def train(
     resume_from: Path | None = None,
     force: bool = False,
     show_progress: bool = True,
+    eval_users: int | None = None,
 ) -> dict:
-    """Train, keep the best epoch by validation NDCG@10, and write the checkpoint directory."""
+    """Train, keep the best epoch by validation NDCG@10, and write the checkpoint directory.
+
+    With `eval_users`, the final evaluation of each split runs on a fixed random sample of that
+    many users (drawn with the run's seed) and reports 95% intervals."""
     run, state = _set_up(config, dataset, resume_from, show_progress)
     target = Path(out_dir)
     main = run.distributed.is_main
@@ -104,7 +109,9 @@ def train(
             _write_inputs(run, staging, resume_from)
         stopped, failure = _train_epochs(run, state, staging)
         if main:
-            metrics = _finish(run, state, staging, stopped=stopped, failure=failure)
+            metrics = _finish(
+                run, state, staging, stopped=stopped, failure=failure, eval_users=eval_users
+            )
     if run.distributed.world_size > 1:
         dist.barrier()
     if failure:
@@ -128,14 +135,12 @@ def _set_up(
 
     model, checkpoint_config = build_model(config, dataset)
     state = TrainerState()
-    optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay)
+    sparse_rows = uses_sparse_rows(config, distributed.world_size)
+    optimizer = build_optimizer(model, config, sparse_rows)
     model.to(device)
     average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     if resume_from is not None:
         state = load_resume(model, optimizer, average, config, Path(resume_from))
-    objective = Objective(model, config)
-    if distributed.world_size > 1:
-        objective = torch.nn.parallel.DistributedDataParallel(objective)
 
     context = context_indices(dataset.users, checkpoint_config.context_vocabulary)
     valid_rows = evaluation_rows(dataset, "valid", config.model.max_length)
@@ -147,6 +152,9 @@ def _set_up(
         model_scores(model, context, device, amp=config.amp),
     )
     windows = build_windows(dataset, config, validation.rows, validation.subset, context)
+    objective = build_objective(model, config, windows, device, sparse_rows)
+    if distributed.world_size > 1:
+        objective = torch.nn.parallel.DistributedDataParallel(objective)
     optimisation = Optimisation(
         objective,
         optimizer,
@@ -238,6 +246,7 @@ def _validate(run: Run, state: TrainerState, number: int, staging: Path | None) 
                 validation.rows,
                 device=run.optimisation.device,
                 subset=validation.subset,
+                show_progress=run.show,
             )
         improved = state.observe(valid["ndcg@10"], number, run.config.eval_every)
         if improved and run.distributed.is_main:
@@ -246,7 +255,13 @@ def _validate(run: Run, state: TrainerState, number: int, staging: Path | None) 
 
 
 def _finish(
-    run: Run, state: TrainerState, staging: Path, *, stopped: str, failure: str | None
+    run: Run,
+    state: TrainerState,
+    staging: Path,
+    *,
+    stopped: str,
+    failure: str | None,
+    eval_users: int | None = None,
 ) -> dict:
     """Resume state (unless the last weights are unusable), final metrics and the curve."""
     if state.best_epoch == 0:
@@ -258,11 +273,15 @@ def _finish(
         save_resume(
             staging / "resume", run.model, optimisation.optimizer, optimisation.average, state
         )
-    return _final_metrics(run, state, staging, {"stopped": stopped, "failure": failure})
+    outcome = {"stopped": stopped, "failure": failure}
+    return _final_metrics(run, state, staging, outcome, eval_users)
 
 
-def _final_metrics(run: Run, state: TrainerState, staging: Path, outcome: dict) -> dict:
-    """The best weights' metrics on both splits, and the baseline's, in metrics.json."""
+def _final_metrics(
+    run: Run, state: TrainerState, staging: Path, outcome: dict, eval_users: int | None
+) -> dict:
+    """The best weights' metrics on both splits, and the baseline's, in metrics.json (on a
+    sample of `eval_users` users per split, with intervals, when given)."""
     ckpt.load_weights(run.model, staging / "model.safetensors")
     run.model.eval()
     device = run.optimisation.device
@@ -275,6 +294,9 @@ def _final_metrics(run: Run, state: TrainerState, staging: Path, outcome: dict) 
             device=device,
             baselines=True,
             amp=run.config.amp,
+            eval_users=eval_users,
+            seed=run.config.seed,
+            show_progress=run.show,
         )
         for split in ("valid", "test")
     }
