@@ -214,6 +214,8 @@ def summary(runs: list[dict]) -> dict:
         table[name] = {
             "description": DESCRIPTIONS[name],
             "sequences_per_s": float(np.median([r["sequences_per_s"] for r in mine])),
+            # The least disturbed round: what the code does when the shared cores are free.
+            "best_sequences_per_s": max(r["sequences_per_s"] for r in mine),
             "mean_ms": {
                 key: float(np.mean([r["mean_ms"][key] for r in mine])) for key in mine[0]["mean_ms"]
             },
@@ -224,21 +226,25 @@ def summary(runs: list[dict]) -> dict:
             / 60,
         }
     base = table["before"]["sequences_per_s"]
+    best = table["before"]["best_sequences_per_s"]
     for row in table.values():
         row["speedup"] = row["sequences_per_s"] / base
+        row["best_speedup"] = row["best_sequences_per_s"] / best
     return {"summary": table, "items": runs[0]["items"], "windows": runs[0]["windows"]}
 
 
 def speed_table(section: dict) -> str:
     lines = [
-        "| configuration | seq/s | x before | step ms | forward+loss | backward | clip | "
-        "optimizer | CPU s/step | epoch min | peak RSS MB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| configuration | seq/s (median) | x before | seq/s (best round) | x before | "
+        "step ms | forward+loss | backward | clip | optimizer | CPU s/step | epoch min | "
+        "peak RSS MB |",
+        "| --- |" + " ---: |" * 12,
     ]
     for name, row in section["summary"].items():
         ms = row["mean_ms"]
         lines.append(
-            f"| {name} | {row['sequences_per_s']:.1f} | {row['speedup']:.2f} | {ms['step']:.0f} | "
+            f"| {name} | {row['sequences_per_s']:.1f} | {row['speedup']:.2f} | "
+            f"{row['best_sequences_per_s']:.1f} | {row['best_speedup']:.2f} | {ms['step']:.0f} | "
             f"{ms['forward_loss']:.0f} | {ms['backward']:.0f} | {ms['clip']:.0f} | "
             f"{ms['optimizer']:.0f} | {ms['cpu'] / 1000:.2f} | {row['epoch_minutes']:.1f} | "
             f"{row['peak_rss_mb']:.0f} |"
