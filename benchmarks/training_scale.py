@@ -341,6 +341,47 @@ def save_section(key: str, section: dict) -> None:
     RESULTS.write_text(json.dumps(document, indent=2) + "\n")
 
 
+def plot() -> None:
+    """training_scale.png: speed per configuration at ~1M and ML-1M sizes, the CLI epoch, and
+    quality at equal steps, from whatever sections the JSON holds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    document = json.loads(RESULTS.read_text())
+    fig, (speed_axis, quality_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    sections = [key for key in ("speed_1m-1thread", "speed_1m", "speed_ml-1m") if key in document]
+    width = 0.8 / max(len(sections), 1)
+    names = list(CONFIGURATIONS)
+    for offset, key in enumerate(sections):
+        summary_rows = document[key]["summary"]
+        values = [summary_rows[name]["best_sequences_per_s"] for name in names]
+        positions = [i + offset * width for i in range(len(names))]
+        speed_axis.bar(positions, values, width, label=f"{key} (best round)")
+    if "epoch_1m" in document:
+        epoch_runs = document["epoch_1m"]["runs"]
+        for name, run in epoch_runs.items():
+            speed_axis.scatter(
+                names.index(name) + 0.4, run["sequences_per_second"], color="black", zorder=3
+            )
+        speed_axis.scatter([], [], color="black", label="one CLI epoch, 1M items")
+    speed_axis.axhline(180, color="red", linestyle="--", label="goal: 5x the issue's 36 seq/s")
+    speed_axis.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names)
+    speed_axis.set_ylabel("training sequences/s")
+    speed_axis.set_title("training speed")
+    speed_axis.legend(fontsize=7)
+    if "quality" in document:
+        runs = document["quality"]["runs"]
+        labels = [f"{r['configuration']}\nseed {r['seed']}" for r in runs]
+        quality_axis.bar(labels, [r["test_ndcg@10"] for r in runs], color="gray")
+        quality_axis.set_ylabel("test NDCG@10 (ML-1M, equal steps)")
+        quality_axis.set_title("quality, sampled softmax")
+        quality_axis.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS.with_suffix(".png"), dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -356,6 +397,7 @@ def main() -> None:
     speed_parser.add_argument(
         "--label", default="1m", help="results key: speed_LABEL (e.g. ml-1m for a small catalog)"
     )
+    commands.add_parser("plot", help="redraw training_scale.png from the JSON")
     quality_parser = commands.add_parser("quality", help="test NDCG@10 on ML-1M, equal steps")
     quality_parser.add_argument("--data", type=Path, default=REPO / "artifacts" / "demo-data")
     quality_parser.add_argument("--seeds", type=int, nargs="+", default=[42])
@@ -372,13 +414,17 @@ def main() -> None:
                 measure_configuration(args.name, args.data, args.steps, args.warmup, args.threads)
             )
         )
+    elif args.command == "plot":
+        plot()
     elif args.command == "speed":
         section = speed(args)
         save_section(f"speed_{args.label}", section)
+        plot()
         print(speed_table(section))
     else:
         section = quality(args)
         save_section("quality", section)
+        plot()
         print(quality_table(section))
 
 

@@ -169,6 +169,16 @@ def test_corrected_popularity_sampled_softmax_converges_to_the_full_softmax():
     assert abs(uncorrected - full) > 1.0  # without the correction it estimates something else
 
 
+def test_popularity_sampling_can_draw_every_item_of_a_million_item_catalog():
+    # One blockbuster and a million items seen once: each tail item's share (~1e-8) is below
+    # float32's resolution of the CDF near 1, where it would get no width and never be drawn.
+    counts = np.concatenate([[0, 100_000_000], np.zeros(1_000_000)])
+    sampler = NegativeSampler(counts, 1024, "popularity", torch.device("cpu"))
+    assert bool((torch.diff(sampler.cumulative) > 0).all())
+    drawn = sampler.draw()
+    assert int(drawn.min()) >= 1 and int(drawn.max()) <= 1_000_001
+
+
 def test_in_batch_negatives_are_the_batch_targets_with_accidental_hits_masked():
     hidden, targets, weight, bias = random_head(rows=4)
     targets = torch.tensor([2, 5, 5, 9])

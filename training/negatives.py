@@ -57,14 +57,16 @@ class NegativeSampler:
         else:
             smoothed = counts + 1.0
             self.probability = (smoothed / smoothed.sum()).float().to(device)
-            self.cumulative = torch.cumsum(smoothed / smoothed.sum(), 0).float().to(device)
+            # float64: at ~1M items a tail item's step in the CDF (~1e-7) is below float32's
+            # resolution near 1.0, which would skew who gets drawn away from `probability`.
+            self.cumulative = torch.cumsum(smoothed / smoothed.sum(), 0).to(device)
 
     def draw(self) -> torch.Tensor:
         """`count` item indices (from 1), with replacement."""
         if self.cumulative is None:
             # The same call (and random stream) as before popularity sampling existed.
             return torch.randint(1, self.num_items + 1, (self.count,), device=self.device)
-        uniform = torch.rand(self.count, device=self.device)
+        uniform = torch.rand(self.count, dtype=torch.float64, device=self.device)
         index = torch.searchsorted(self.cumulative, uniform, right=True)
         return index.clamp(max=self.num_items - 1) + 1
 
