@@ -216,12 +216,16 @@ def _one_epoch(run: Run, state: TrainerState, number: int, staging: Path | None)
         return f"{outcome.failure} (epoch {number})"
     state.epoch = number
     state.elapsed = time.perf_counter() - run.optimisation.started
+    epoch_seconds = time.perf_counter() - epoch_start
+    # This process's windows; under torchrun every rank trains as many.
+    sequences = sum(len(batch) for batch in batches) * distributed.world_size
     record = {
         "epoch": number,
         "step": state.step,
         "loss": outcome.loss,
         "lr": run.optimisation.optimizer.param_groups[0]["lr"],
-        "epoch_seconds": round(time.perf_counter() - epoch_start, 2),
+        "epoch_seconds": round(epoch_seconds, 2),
+        "sequences_per_second": round(sequences / epoch_seconds, 1),
         "elapsed_seconds": round(state.elapsed, 1),
     }
     if number % config.eval_every == 0 or number == config.epochs:
@@ -285,6 +289,7 @@ def _final_metrics(
     ckpt.load_weights(run.model, staging / "model.safetensors")
     run.model.eval()
     device = run.optimisation.device
+    evaluation_started = time.perf_counter()
     results = {
         split: evaluate_split(
             run.model,
@@ -306,6 +311,8 @@ def _final_metrics(
         "epochs_run": state.epoch,
         **outcome,
         "wall_seconds": round(state.elapsed, 1),
+        # The final evaluation (both splits, model and baseline), outside wall_seconds.
+        "evaluation_seconds": round(time.perf_counter() - evaluation_started, 1),
         "device": str(device),
         "threads": torch.get_num_threads(),
         "baselines": {
