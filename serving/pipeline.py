@@ -79,38 +79,76 @@ def top_k(candidates: np.ndarray, logits: np.ndarray, k: int) -> Ranked:
 
 # Items scored per GEMM block in the exact path: memory stays at batch x block floats.
 EXACT_BLOCK = 65_536
+FIRST_BLOCK = 4_096
 
 
 def exact_rankings(
-    vectors: np.ndarray, head: np.ndarray, queries: Sequence[Query], block: int = EXACT_BLOCK
+    vectors: np.ndarray,
+    head: np.ndarray,
+    queries: Sequence[Query],
+    block: int = EXACT_BLOCK,
+    first_block: int = FIRST_BLOCK,
 ) -> list[Ranked]:
     """Each query's top-k over the whole catalog minus its exclusions: logits [h, 1] . [W_i, b_i]
-    as one GEMM per block of items, excluded items masked to -inf, the block's best k kept,
-    the survivors ranked. No [batch, catalog] id matrix is ever built."""
+    as one GEMM per block of items, excluded items masked to -inf, the survivors ranked. No
+    [batch, catalog] id matrix is ever built.
+
+    Selecting the best k of every block (a partial sort of batch x block logits) cost several
+    times the GEMM itself; so only a small first block is partially sorted, and each later
+    block passes just the items at or above the row's k-th best logit so far (one comparison
+    per logit): after the first block, a handful per row."""
     augmented = np.concatenate([vectors, np.ones((len(vectors), 1), vectors.dtype)], axis=1)
     augmented = augmented.astype(head.dtype, copy=False)
     num_items = len(head) - 1
-    keep = max(q.k for q in queries)
-    kept_items = [[] for _ in queries]
-    kept_logits = [[] for _ in queries]
-    for start in range(0, num_items, block):
-        rows = head[1 + start : 1 + start + block]  # items start + 1 .. start + len(rows)
+    best = [_RunningBest(query.k) for query in queries]
+    # A small first block sets each row's threshold cheaply; the later, full blocks then pass
+    # only the few items that beat it.
+    first = min(block, first_block)
+    for start, stop in _blocks(num_items, first, block):
+        rows = head[1 + start : 1 + stop]  # items start + 1 .. stop
         logits = augmented @ rows.T
         for row, query in enumerate(queries):
-            low, high = np.searchsorted(query.exclude, (start + 1, start + len(rows) + 1))
+            low, high = np.searchsorted(query.exclude, (start + 1, stop + 1))
             logits[row, query.exclude[low:high] - start - 1] = -np.inf
-        width = min(keep, len(rows))
-        best = np.argpartition(-logits, width - 1, axis=1)[:, :width]
-        best_logits = np.take_along_axis(logits, best, axis=1)
-        for row in range(len(queries)):
-            kept_items[row].append(best[row] + start + 1)
-            kept_logits[row].append(best_logits[row])
-    rankings = []
-    for query, items, values in zip(queries, kept_items, kept_logits, strict=True):
-        items, values = np.concatenate(items), np.concatenate(values)
-        allowed = np.isfinite(values)  # an excluded item never fills a short list
-        rankings.append(top_k(items[allowed], values[allowed], query.k))
-    return rankings
+        thresholds = np.array([b.threshold for b in best], dtype=logits.dtype)
+        hit_rows, hit_columns = np.nonzero(logits >= thresholds[:, None])
+        hit_logits = logits[hit_rows, hit_columns]
+        bounds = np.searchsorted(hit_rows, np.arange(len(queries) + 1))
+        for row, running in enumerate(best):
+            span = slice(bounds[row], bounds[row + 1])
+            running.add(hit_columns[span] + start + 1, hit_logits[span])
+    return [running.ranked() for running in best]
+
+
+def _blocks(total: int, first: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) item offsets: one block of `first`, then blocks of `size`."""
+    starts = [0, *range(first, total, size)] if total > first else [0]
+    return [(start, min(total, start + (first if start == 0 else size))) for start in starts]
+
+
+class _RunningBest:
+    """One row's best k (item, logit) pairs so far, and the logit a newcomer must reach."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.items = np.zeros(0, np.int64)
+        self.logits = np.zeros(0, np.float32)
+        self.threshold = -np.inf  # -inf passes every finite logit until k are held
+
+    def add(self, items: np.ndarray, logits: np.ndarray) -> None:
+        finite = np.isfinite(logits)  # an excluded item never fills a short list
+        if not finite.any():
+            return
+        self.items = np.concatenate([self.items, items[finite]])
+        self.logits = np.concatenate([self.logits, logits[finite]])
+        if len(self.items) > self.k:
+            keep = np.argpartition(-self.logits, self.k - 1)[: self.k]
+            self.items, self.logits = self.items[keep], self.logits[keep]
+        if len(self.items) == self.k:
+            self.threshold = float(self.logits.min())
+
+    def ranked(self) -> Ranked:
+        return top_k(self.items, self.logits, self.k)
 
 
 def in_request_order(candidates: np.ndarray, logits: np.ndarray) -> Ranked:

@@ -109,15 +109,20 @@ def test_exact_rankings_by_blocks_match_a_full_sort_and_honour_exclusions():
     num_items, dim = 1000, 8
     head = rng.normal(size=(num_items + 1, dim + 1)).astype(np.float32)
     head[0] = 0  # padding row, never ranked
-    vectors = rng.normal(size=(3, dim)).astype(np.float32)
-    # Exclusions across block borders (block 64 below), and one query excluding all but 3.
+    vectors = rng.normal(size=(4, dim)).astype(np.float32)
+    # Exclusions across block borders (block 64 below), one query excluding all but 3, and
+    # one asking for more items than a block holds.
     excluded = [np.array([5, 64, 65, 128, 999]), np.array([], np.int64),
-                np.setdiff1d(np.arange(1, num_items + 1), [10, 500, 1000])]  # fmt: skip
+                np.setdiff1d(np.arange(1, num_items + 1), [10, 500, 1000]),
+                np.array([2, 3])]  # fmt: skip
     queries = [
         Query(items=np.array([1]), context=np.zeros(0, np.int64), k=k, exclude=np.sort(e))
-        for k, e in zip((5, 20, 5), excluded, strict=True)
+        for k, e in zip((5, 20, 5, 150), excluded, strict=True)
     ]
-    rankings = pipeline.exact_rankings(vectors, head, queries, block=64)
+    rankings = pipeline.exact_rankings(vectors, head, queries, block=64, first_block=16)
+    assert [r.items.tolist() for r in rankings] == [
+        r.items.tolist() for r in pipeline.exact_rankings(vectors, head, queries, block=64)
+    ]  # the threshold's first block does not change the answer
     logits = vectors @ head[1:, :-1].T + head[1:, -1]
     for query, ranking, row in zip(queries, rankings, logits, strict=True):
         allowed = np.setdiff1d(np.arange(1, num_items + 1), query.exclude)
