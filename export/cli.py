@@ -34,6 +34,12 @@ def export_command(
         None, "--verify", help="Re-check an exported version (scorer version dir or repository)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing version."),
+    explain_model: bool = typer.Option(
+        False,
+        "--explain-model",
+        help="Also export the attribution graph (gradient x input per history item) as "
+        "<name>_explain, checked against autograd.",
+    ),
 ) -> None:
     """Export a checkpoint to ONNX in a Triton model repository, checked against PyTorch."""
     from export import exporter
@@ -61,6 +67,7 @@ def export_command(
             recall_target=recall_target,
             opset=opset,
             force=force,
+            explain_model=explain_model,
         )
     )
     summary = {
@@ -71,4 +78,6 @@ def export_command(
         "calibration": manifest.index.get("calibration"),
         "parity": manifest.parity,
     }
+    if manifest.explain:
+        summary["explain"] = manifest.explain
     typer.echo(json.dumps(summary, indent=2))

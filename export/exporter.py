@@ -18,14 +18,21 @@ import numpy as np
 import polars as pl
 import torch
 
-from export import parity
+from export import attribution, parity
 from export.calibrate import Calibration, calibrate, history_prefixes
 from export.graphs import Encoder, Scorer, TopK, head_table
 from export.index import build_index
-from export.onnx_graphs import OPSET, check_opset, export_encoder, export_scorer, export_topk
+from export.onnx_graphs import (
+    OPSET,
+    check_opset,
+    export_encoder,
+    export_explain,
+    export_scorer,
+    export_topk,
+)
 from export.triton_config import config_text
 from logitrec import repository as layout
-from logitrec.atomic import file_sha256, install_directory, write_text
+from logitrec.atomic import file_sha256, install_directory, retire_directory, write_text
 from logitrec.errors import InputError
 from training import checkpoint as ckpt
 
@@ -50,6 +57,7 @@ class ExportOptions:
     recall_target: float = 0.99  # recall@10 the search breadth is chosen for
     opset: int = OPSET
     force: bool = False
+    explain_model: bool = False  # also the attribution graph (export/attribution.py)
 
 
 def validate(options: ExportOptions) -> None:
@@ -109,7 +117,17 @@ def _read_checkpoint(checkpoint: Path) -> _Source:
     if ckpt.catalog_hash(items) != config.catalog_sha256:
         raise InputError(f"{checkpoint}: items.parquet is not the catalog config.json names")
     histories, context = ckpt.load_parity_sample(checkpoint)
-    return _Source(model, config, items, histories, context)
+    return _Source(model, config, _with_metadata(items, checkpoint), histories, context)
+
+
+def _with_metadata(items: pl.DataFrame, checkpoint: Path) -> pl.DataFrame:
+    """`items` plus the checkpoint's other item columns (genres, year, ...): the metadata
+    serving filters, caps and calibrates on. A checkpoint without any adds nothing."""
+    table = pl.read_parquet(checkpoint / ckpt.ITEMS)
+    extra = [c for c in table.columns if c not in items.columns]
+    if not extra:
+        return items
+    return items.join(table.select("item_index", *extra), on="item_index", how="left")
 
 
 def export(options: ExportOptions) -> layout.Manifest:
@@ -160,6 +178,7 @@ def _build(options, source: _Source, staging: Path, version: int, checkpoint: Pa
     np.save(scorer_dir / layout.PARITY_HISTORIES, source.histories, allow_pickle=False)
     np.save(scorer_dir / layout.PARITY_CONTEXT, source.context, allow_pickle=False)
     results = parity.check(source.model, folders, source.histories, source.context, index=index)
+    explain = _export_explain(options, source, staging) if options.explain_model else {}
 
     config = source.config
     manifest = layout.Manifest(
@@ -179,11 +198,35 @@ def _build(options, source: _Source, staging: Path, version: int, checkpoint: Pa
         dataset={"path": config.dataset.get("path")},
         versions=parity.versions(),
         parity=results,
+        explain=explain,
     )
     layout.write_manifest(scorer_dir, manifest)
     if not results["passed"]:
         raise parity.ParityFailed(results)
     return manifest
+
+
+def _export_explain(options, source: _Source, staging: Path) -> dict:
+    """The attribution graph in its own staging folder, checked against autograd on the parity
+    histories; what the manifest records about it. A failed check installs nothing."""
+    folder = staging / layout.EXPLAIN_KIND
+    folder.mkdir()
+    shutil.copyfile(PYTHON_MODEL, folder / layout.PYTHON_MODEL_FILE)
+    weight, _ = head_table(source.model)
+    module = attribution.Attribution(Encoder(source.model).eval(), weight).eval()
+    export_explain(module, folder / layout.MODEL_FILE, options.opset)
+    results = attribution.check(
+        module, folder / layout.MODEL_FILE, source.histories, source.context
+    )
+    if not results["passed"]:
+        raise InputError(
+            "--explain-model: the attribution graph disagrees with autograd (max difference "
+            f"{results['max_abs_diff']:.3g}, tolerance {results['tolerance']} x the largest "
+            "attribution); nothing was installed"
+        )
+    method = "gradient_x_input" if module.steps == 1 else "integrated_gradients"
+    model = layout.model_name(options.name, layout.EXPLAIN_KIND)
+    return {"model": model, "method": method, "steps": module.steps, "parity": results}
 
 
 def _calibrate(options, source: _Source, index, head: np.ndarray) -> Calibration:
@@ -212,21 +255,27 @@ def _calibrate(options, source: _Source, index, head: np.ndarray) -> Calibration
 
 
 def _catalog(items: pl.DataFrame) -> pl.DataFrame:
-    """The serving catalog: index (1..N), external id, title, training popularity."""
+    """The serving catalog: index (1..N), external id, title, training popularity, then every
+    metadata column as the dataset wrote it (genres "|"-separated text, year an integer)."""
     items = items.sort("item_index")
     title = pl.col("title") if "title" in items.columns else pl.lit(None, pl.String)
+    metadata = [c for c in items.columns if c not in ("item_index", "item_id", "title")]
+    metadata.remove("popularity")
     return items.select(
         pl.col("item_index").cast(pl.Int64).alias("index"),
         pl.col("item_id").cast(pl.String),
         title.cast(pl.String).alias("title"),
         pl.col("popularity").cast(pl.Int64),
+        *metadata,
     )
 
 
 def _install(options, staging: Path, version: int, config) -> None:
     """Rename the staged versions into place (scorer last) and (re)write each config.pbtxt."""
     context_tokens = len(config.context_vocabulary)
-    for kind in layout.KINDS:
+    explain = (staging / layout.EXPLAIN_KIND).is_dir()
+    _retire_stale_explain(options, version, explain)
+    for kind in ((layout.EXPLAIN_KIND,) if explain else ()) + layout.KINDS:
         model_dir = layout.model_dir(options.repository, options.name, kind)
         model_dir.mkdir(exist_ok=True)
         inputs, outputs = layout.model_tensors(kind, config.hidden_size, context_tokens)
@@ -236,3 +285,11 @@ def _install(options, staging: Path, version: int, config) -> None:
         write_text(model_dir / layout.TRITON_CONFIG, text)
         # An existing version is only replaced with --force (choose_version refused otherwise).
         install_directory(staging / kind, model_dir / str(version))
+
+
+def _retire_stale_explain(options, version: int, explain: bool) -> None:
+    """A version replaced (--force) without --explain-model loses the attribution graph its
+    predecessor had: one left behind would explain another model."""
+    stale = layout.version_dir(options.repository, options.name, layout.EXPLAIN_KIND, version)
+    if not explain and stale.is_dir():
+        retire_directory(stale)

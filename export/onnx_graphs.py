@@ -5,13 +5,18 @@ from pathlib import Path
 
 import torch
 
+from export.attribution import Attribution, joint_graph
+from export.attribution import example_inputs as attribution_inputs
 from export.graphs import Encoder, Scorer, TopK
 from logitrec.errors import InputError
 from logitrec.repository import (
+    ATTRIBUTIONS,
     CANDIDATES,
     CONTEXT,
+    EXPLAIN_KIND,
     ITEMS,
     LOGITS,
+    TARGETS,
     TOP_ITEMS,
     TOP_LOGITS,
     K,
@@ -51,8 +56,13 @@ def check_opset(opset: int) -> None:
         ) from None
 
 
-def _export(module, args, path: Path, inputs, outputs, dynamic_axes, opset: int) -> None:
-    size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+def _export(
+    module, args, path: Path, inputs, outputs, dynamic_axes, opset: int, weights_of=None
+) -> None:
+    """`weights_of`: the module whose state is the graph's weights, when `module` holds them as
+    plain constants (a captured graph)."""
+    state = (weights_of or module).state_dict()
+    size = sum(t.numel() * t.element_size() for t in state.values())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks
         torch.onnx.export(
@@ -85,8 +95,16 @@ def _names(kind: str, dim: int, context_tokens: int) -> tuple[list[str], list[st
 def _axes(names: list[str]) -> dict:
     """Every tensor's batch axis is dynamic, and so is each variable-width second axis."""
     second = {ITEMS: "length", CANDIDATES: "candidates", LOGITS: "candidates"}
-    second |= {TOP_LOGITS: "k", TOP_ITEMS: "k"}
-    return {n: {0: "batch", **({1: second[n]} if n in second else {})} for n in names}
+    second |= {TOP_LOGITS: "k", TOP_ITEMS: "k", TARGETS: "k", ATTRIBUTIONS: "k"}
+    third = {ATTRIBUTIONS: "length"}
+    return {
+        n: {
+            0: "batch",
+            **({1: second[n]} if n in second else {}),
+            **({2: third[n]} if n in third else {}),
+        }
+        for n in names
+    }
 
 
 def export_encoder(encoder: Encoder, path: Path, opset: int = OPSET) -> None:
@@ -111,3 +129,14 @@ def export_topk(topk: TopK, path: Path, opset: int = OPSET) -> None:
     names, outputs = _names("topk", 0, context_tokens)
     args = tuple(inputs[n] for n in names)
     _export(topk, args, path, names, outputs, _axes(names + outputs), opset)
+
+
+def export_explain(attribution: Attribution, path: Path, opset: int = OPSET) -> None:
+    """The attribution graph: its forward and autograd's backward captured as one graph first
+    (export/attribution.py says why), then written like the others."""
+    context_tokens = attribution.encoder.model.context_tokens
+    inputs = attribution_inputs(context_tokens, attribution.num_items)
+    names, outputs = _names(EXPLAIN_KIND, 0, context_tokens)
+    args = tuple(inputs[n] for n in names)
+    graph = joint_graph(attribution, args)
+    _export(graph, args, path, names, outputs, _axes(names + outputs), opset, attribution)

@@ -9,6 +9,9 @@ every stage (and the Triton launcher, scripts and tests) may import it.
     <repository>/<name>_scorer/config.pbtxt    <version>/model.onnx (+ model.py) + catalog.parquet
                                                + head.npy + faiss.index + parity_*.npy
                                                + manifest.json (written last: marks completeness)
+    <repository>/<name>_explain/config.pbtxt   <version>/model.onnx (+ model.py), optional
+                                               (`export --explain-model`; the manifest's
+                                               `explain` says whether a version has one)
 """
 
 import hashlib
@@ -26,6 +29,9 @@ MANIFEST_FORMAT_VERSION = 1
 # Installed in this order: the scorer, whose version directory holds the manifest, comes last.
 KINDS = ("encoder", "topk", "scorer")
 SERVED_KINDS = ("encoder", "scorer")  # what the gateway runs; topk is for Triton-only clients
+# The attribution graph (export/attribution.py): only some versions have one, so a version is
+# complete without it. Installed before the scorer, like every graph.
+EXPLAIN_KIND = "explain"
 
 MODEL_FILE = "model.onnx"
 PYTHON_MODEL_FILE = "model.py"  # Triton's Python-backend wrapper around model.onnx
@@ -56,6 +62,8 @@ LOGITS = "logits"  # [B, C] float32
 K = "k"  # [B, 1] int64
 TOP_LOGITS = "top_logits"  # [B, k] float32
 TOP_ITEMS = "top_items"  # [B, k] int64
+TARGETS = "targets"  # [B, k] int64 item indices whose logits are explained
+ATTRIBUTIONS = "attributions"  # [B, k, L] float32: per target, each history position's share
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,14 @@ def model_tensors(kind: str, dim: int, context_tokens: int) -> tuple[list[Tensor
             [items, Tensor(K, "TYPE_INT64", (1,)), *context],
             [Tensor(TOP_LOGITS, "TYPE_FP32", (-1,)), Tensor(TOP_ITEMS, "TYPE_INT64", (-1,))],
         )
-    raise ValueError(f"unknown model kind {kind!r} (expected one of {', '.join(KINDS)})")
+    if kind == EXPLAIN_KIND:
+        return (
+            [items, Tensor(TARGETS, "TYPE_INT64", (-1,)), *context],
+            [Tensor(ATTRIBUTIONS, "TYPE_FP32", (-1, -1))],
+        )
+    raise ValueError(
+        f"unknown model kind {kind!r} (expected one of {', '.join((*KINDS, EXPLAIN_KIND))})"
+    )
 
 
 # -- paths ----------------------------------------------------------------------------------------
@@ -135,7 +150,8 @@ def scorer_versions(repository: Path, name: str) -> list[int]:
 
 def existing_versions(repository: Path, name: str) -> set[int]:
     """Every version number in use by any graph of `name`, complete or not."""
-    return {v for kind in KINDS for v in _numbered(model_dir(repository, name, kind))}
+    kinds = (*KINDS, EXPLAIN_KIND)
+    return {v for kind in kinds for v in _numbered(model_dir(repository, name, kind))}
 
 
 def model_names(repository: Path) -> list[str]:
@@ -182,6 +198,9 @@ class Manifest:
     dataset: dict = field(default_factory=dict)  # where the checkpoint's data came from
     versions: dict = field(default_factory=dict)  # library versions at export
     parity: dict = field(default_factory=dict)  # the ONNX-vs-PyTorch check's numbers
+    # The attribution graph, when exported: model, method, steps and its parity with autograd;
+    # empty: this version has none.
+    explain: dict = field(default_factory=dict)
     format: str = MANIFEST_FORMAT
     format_version: int = MANIFEST_FORMAT_VERSION
 

@@ -15,6 +15,7 @@ from logitrec import repository as layout
 from logitrec.errors import InputError
 from logitrec.mips import search_parameter, set_search_parameter
 from serving.errors import ModelNotFound, quote
+from serving.rerank import ItemMetadata
 
 # Protobuf framing of one RecommendedItem inside a response, at most: tags, length prefixes,
 # two floats and the rank.
@@ -36,6 +37,7 @@ class ModelVersion:
     context_lookup: dict[str, dict[str, int]]  # feature -> value -> index (0 = unknown)
     faiss_index: object
     head: np.ndarray  # [N + 1, d + 1]: [W_i, b_i] per item index, row 0 padding (exact path)
+    metadata: ItemMetadata | None = None  # the catalog's genres, year, ... (None: none exported)
 
     @property
     def num_items(self) -> int:
@@ -108,6 +110,7 @@ def load_version(
         context_lookup=context_lookup,
         faiss_index=_read_index(scorer_dir, manifest, search_breadth),
         head=_read_head(scorer_dir, manifest),
+        metadata=ItemMetadata.from_catalog(catalog),
     )
 
 

@@ -3,13 +3,14 @@ baseline's per-user shortcut equals masking a full row, and a sampled evaluation
 interval that holds the full-population value."""
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 from conftest import run_cli
 
-from training import evaluate
+from training import evaluate, metrics
 from training.batches import left_padded
 from training.evaluate import (
     model_scores,
@@ -200,3 +201,69 @@ def test_train_and_evaluate_record_the_sample_and_its_intervals(small_run):
     # The same seed draws the same users, so `evaluate` reproduces the run's figures.
     assert sampled["ndcg@10"] == pytest.approx(test["ndcg@10"], abs=1e-6)
     assert sampled["ci95"]["hr@10"] == pytest.approx(test["ci95"]["hr@10"], abs=1e-6)
+    # Beyond accuracy, next to the ranking metrics: the synthetic items have genres.
+    for name in ("coverage@10", "gini@10", "tail_share@10", "ild_genre@10", "ild_vector@10"):
+        assert 0 <= sampled[name] <= 1, name
+    assert sampled["avg_popularity@10"] > 0
+
+
+def test_top_columns_find_each_rows_best_scores_across_short_blocks():
+    rng = np.random.default_rng(5)
+    scores = torch.as_tensor(rng.normal(size=(20, 1000)), dtype=torch.float32)
+    scores[3, :990] = -torch.inf  # a row whose best lie in the short last block
+    scores[4, :] = 0.5  # every column tied
+    for block in (64, 256):  # 1000 = 15 x 64 + 40: a short last block
+        columns = metrics.top_columns(scores, 10, block=block)
+        assert columns.shape == (20, 10)
+        expected = scores.topk(10, dim=1).values
+        assert torch.equal(scores.gather(1, columns), expected)
+        assert all(len(set(row)) == 10 for row in columns.tolist())
+
+
+def test_lists_come_from_the_same_pass_as_the_ranks_and_skip_seen_items():
+    rng = np.random.default_rng(6)
+    rows = random_rows(rng, users=40)
+    model = FixedVectors(rng, users=40)
+    context = np.arange(40)[:, None]
+    order = np.arange(40)
+    ranks, lists = evaluate.rank_and_list(
+        model_scores(model, context, "cpu"), rows, order, batch_size=16, list_length=5
+    )
+    assert ranks.tolist() == sorted_ranks(model.logits(), rows).tolist()
+    logits = model.logits().numpy()
+    for row, listed in enumerate(lists):
+        seen = set(rows["seen_items"][rows["seen_offsets"][row] : rows["seen_offsets"][row + 1]])
+        unseen = [i for i in range(1, NUM_ITEMS + 1) if i not in seen]
+        best = sorted((logits[row, i - 1] for i in unseen), reverse=True)[:5]
+        assert [logits[row, i - 1] for i in listed] == best  # best first; ties in any order
+        assert not seen & set(listed.tolist())
+
+
+def recbole_gini(lists: np.ndarray, num_items: int) -> float:
+    """RecBole's GiniIndex, as it computes it (counts of the recommended items only)."""
+    counts = np.array(sorted(Counter(lists.flatten().tolist()).values()))
+    index = np.arange(num_items - len(counts) + 1, num_items + 1)
+    return float(np.sum((2 * index - num_items - 1) * counts) / lists.size / num_items)
+
+
+def test_list_metrics_on_lists_worked_by_hand():
+    popularity = np.array([50, 40, 30, 20, 10, 0, 0, 0, 0, 0])  # items 1..10
+    lists = np.array([[1, 2, 3], [1, 2, 6], [1, 4, 7]])
+    genres = metrics.GenreSets(["A", "A|B", "B", "C", None, "C", "A", None, None, None])
+    vectors = np.zeros((10, 2))
+    vectors[[0, 1, 2, 3, 5, 6]] = [[1, 0], [1, 0], [0, 1], [0, 1], [-1, 0], [1, 1]]
+    got = metrics.list_metrics(lists, popularity, vectors=vectors, genres=genres)
+    assert got["coverage@3"] == pytest.approx(6 / 10)
+    assert got["gini@3"] == pytest.approx(recbole_gini(lists, 10))
+    # The least popular 80%: items 3..10 (counts 30 and below, ties by index).
+    assert got["tail_share@3"] == pytest.approx(np.mean([1 / 3, 1 / 3, 2 / 3]))
+    assert got["avg_popularity@3"] == pytest.approx(np.mean([40, 30, 70 / 3]))
+    # Genre Jaccard distances: list 1 {A},{A,B},{B}: 1/2, 1, 1/2; list 2 {A},{A,B},{C}: 1/2,
+    # 1, 1; list 3 {A},{C},{A}: 1, 0, 1.
+    assert got["ild_genre@3"] == pytest.approx(np.mean([2 / 3, 5 / 6, 2 / 3]))
+    # Cosine distances: list 1: 0, 1, 1; list 2: 0, 2, 2; list 3: 1, 1 - 1/sqrt 2, 1 - 1/sqrt 2.
+    third = (1 + 2 * (1 - 1 / np.sqrt(2))) / 3
+    assert got["ild_vector@3"] == pytest.approx(np.mean([2 / 3, 4 / 3, third]))
+    # One item recommended to everyone is as unequal as it gets; every item equally, not.
+    assert metrics.gini_index(np.ones((5, 1), np.int64), 10) == pytest.approx(0.9)
+    assert metrics.gini_index(np.arange(1, 11)[:, None], 10) == pytest.approx(0.0)

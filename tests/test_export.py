@@ -106,14 +106,32 @@ def test_scratch_encoder_computes_only_the_newest_state_and_matches_the_full_for
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
 
 
-def test_catalog_lists_every_item_with_popularity(exported):
+def test_catalog_lists_every_item_with_popularity_and_metadata(exported):
     import polars as pl
+
+    from serving.registry import load_version
 
     repository, _ = exported
     catalog = pl.read_parquet(repository / "tiny_scorer" / "1" / "catalog.parquet")
-    assert catalog.columns == ["index", "item_id", "title", "popularity"]
+    # The synthetic items table's genres travel as written, for filters and caps in serving.
+    assert catalog.columns == ["index", "item_id", "title", "popularity", "genres"]
     assert catalog["index"].to_list() == list(range(1, 61))
     assert catalog["popularity"].sum() > 0 and catalog["title"].null_count() == 0
+    metadata = load_version(repository, "tiny", 1).metadata
+    genres = metadata.categories("genres")
+    assert list(metadata.fields) == ["genres"]
+    assert [genres.values[c] for c in genres.of(1)] == catalog["genres"][0].split("|")
+
+
+def test_an_older_catalog_without_metadata_still_loads(exported, tmp_path):
+    import polars as pl
+
+    from serving.registry import load_version
+
+    repository = copy_repository(exported[0], tmp_path)
+    path = repository / "tiny_scorer" / "1" / "catalog.parquet"
+    pl.read_parquet(path).drop("genres").write_parquet(path)
+    assert load_version(repository, "tiny", 1).metadata is None
 
 
 def test_verify_rechecks_an_installed_version(exported):

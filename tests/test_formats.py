@@ -44,6 +44,7 @@ def test_movielens_100k_folder_with_items_and_users(tmp_path):
         "Caf\u00e9 30 (1995)",
     ]
     assert items["genres"].to_list() == ["Action", "Adventure", "Action|Adventure"]
+    assert items["year"].to_list() == [1995, 1995, 1995]
     users = dataset.users.sort("user_id")
     assert users["occupation"].to_list() == ["technician", "other"]
     assert dataset.manifest["source"]["interactions"]["format"] == "movielens-100k"
@@ -55,9 +56,7 @@ def test_movielens_ratings_dat_with_rating_filter_and_latin1_titles(tmp_path):
     lines = ["1::1::5::10", "1::2::1::20", "1::3::4::30", "2::1::4::5", "2::3::5::6", "2::2::2::7"]
     (raw / "ratings.dat").write_text("\n".join(lines) + "\n")
     (raw / "movies.dat").write_bytes(
-        "1::Am\u00e9lie (2001)::Comedy|Romance\n2::B (1999)::Drama\n3::C (1998)::Drama\n".encode(
-            "latin-1"
-        )
+        "1::Am\u00e9lie (2001)::Comedy|Romance\n2::B (1999)::Drama\n3::C::Drama\n".encode("latin-1")
     )
     prepare_small(raw, tmp_path / "ds", "--min-rating", 4)
     dataset = load_dataset(tmp_path / "ds")
@@ -65,6 +64,9 @@ def test_movielens_ratings_dat_with_rating_filter_and_latin1_titles(tmp_path):
     assert dataset.manifest["cleaning"]["filtered_by_rating"] == 2
     titles = dict(zip(dataset.items["item_id"], dataset.items["title"], strict=True))
     assert titles["1"] == "Am\u00e9lie (2001)"
+    # The release year comes from the title; a title without one has none.
+    years = dict(zip(dataset.items["item_id"], dataset.items["year"], strict=True))
+    assert years == {"1": 2001, "3": None}
 
 
 def test_generic_csv_with_named_columns_events_and_string_ids(tmp_path):

@@ -145,7 +145,9 @@ def evaluate_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     as_json: bool = typer.Option(True, "--json/--table", help="One JSON object (default)."),
 ) -> None:
-    """Full-ranking HR/NDCG/MRR at 10 and 20 on a split, seen items excluded."""
+    """Full-ranking HR/NDCG/MRR at 10 and 20 on a split, seen items excluded, and what the
+    model's top-10 lists recommend: catalog coverage, Gini index, tail share, average
+    popularity and intra-list diversity (genres when the items have them, item vectors)."""
     from training.build import resolve_device
     from training.checkpoint import check_catalog, load_checkpoint
     from training.data.dataset import load_dataset
@@ -169,6 +171,7 @@ def evaluate_command(
         eval_users=eval_users,
         seed=eval_seed,
         show_progress=not quiet,
+        beyond_accuracy=True,
     )
     result = {"split": split, "checkpoint": str(checkpoint), **evaluated.model}
     if baselines:

@@ -2,7 +2,9 @@
 
 The model's scores for a batch of users are one GEMM of their vectors with the head, written
 into one buffer reused by every batch; a target's rank is the number of items scoring above it
-(a comparison and a sum over the row, no sort). The most-popular baseline ranks everyone
+(a comparison and a sum over the row, no sort); when asked, each user's top-10 list is taken
+from the same buffer first (a blockwise partial top-k: +10% evaluation time at 983k items) for
+the beyond-accuracy metrics. The most-popular baseline ranks everyone
 against one global order, so a user costs their history, not the catalog. Either can run on a
 fixed random sample of users, reported with 95% intervals.
 """
@@ -19,7 +21,15 @@ from training.batches import evaluation_rows, validated_users
 from training.checkpoint import CheckpointConfig
 from training.data.dataset import Dataset
 from training.features import context_indices
-from training.metrics import confidence_intervals, ranking_metrics, target_ranks
+from training.metrics import (
+    LIST_LENGTH,
+    GenreSets,
+    confidence_intervals,
+    list_metrics,
+    ranking_metrics,
+    target_ranks,
+    top_columns,
+)
 from training.model import LogitLM, mixed_precision
 
 # scores for a batch: (histories [B, L] left-padded, user rows [B]) -> [B, num_items]
@@ -116,10 +126,39 @@ def rank_targets(
 ) -> np.ndarray:
     """0-based rank of the target of each row in `order` among all items (ties counted in its
     favour); items in the user's history are excluded (scored -inf) when asked."""
+    ranks, _ = rank_and_list(
+        score,
+        rows,
+        order,
+        batch_size=batch_size,
+        exclude_seen=exclude_seen,
+        device=device,
+        show_progress=show_progress,
+        description=description,
+        list_length=0,
+    )
+    return ranks
+
+
+@torch.no_grad()
+def rank_and_list(
+    score: ScoreFunction,
+    rows: dict[str, np.ndarray],
+    order: np.ndarray,
+    *,
+    batch_size: int = 256,
+    exclude_seen: bool = True,
+    device: torch.device | str = "cpu",
+    show_progress: bool = False,
+    description: str = "evaluating",
+    list_length: int = LIST_LENGTH,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`rank_targets`, and in the same pass over the scores each row's top `list_length` item
+    indices, best first (int64 [rows, list_length]; 0 where fewer unseen items exist)."""
     if isinstance(score, ModelScores):
         batch_size = scoring_batch_size(batch_size, score.model.num_items)
         score = _head_scorer(score, batch_size)
-    ranks = []
+    ranks, lists = [], []
     with tqdm(
         total=len(order),
         desc=description,
@@ -130,9 +169,15 @@ def rank_targets(
     ) as progress:
         for begin in range(0, len(order), batch_size):
             batch = order[begin : begin + batch_size]
-            ranks.append(_batch_ranks(score, rows, batch, exclude_seen, device))
+            batch_ranks, batch_lists = _batch_ranks(
+                score, rows, batch, exclude_seen, device, list_length
+            )
+            ranks.append(batch_ranks)
+            lists.append(batch_lists)
             progress.update(len(batch))
-    return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
+    if not ranks:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, list_length), dtype=np.int64)
+    return np.concatenate(ranks), np.concatenate(lists)
 
 
 def _batch_ranks(
@@ -141,8 +186,10 @@ def _batch_ranks(
     batch: np.ndarray,
     exclude_seen: bool,
     device: torch.device | str,
-) -> np.ndarray:
-    """Ranks of one batch's targets (the scores `score` returns are overwritten)."""
+    list_length: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks of one batch's targets and its top lists (the scores `score` returns are
+    overwritten)."""
     histories = rows["histories"][batch]
     first = int((histories != 0).any(axis=0).argmax())  # all-padding columns change nothing
     histories = torch.as_tensor(histories[:, first:], device=device)
@@ -152,8 +199,19 @@ def _batch_ranks(
         scores[
             torch.as_tensor(positions, device=device), torch.as_tensor(items, device=device)
         ] = -torch.inf
+    lists = _top_lists(scores, list_length)  # before the ranks overwrite the scores
     targets = torch.as_tensor(rows["targets"][batch] - 1, device=device)
-    return target_ranks(scores, targets, overwrite=True).cpu().numpy()
+    return target_ranks(scores, targets, overwrite=True).cpu().numpy(), lists
+
+
+def _top_lists(scores: torch.Tensor, length: int) -> np.ndarray:
+    """Item indices of each row's best `length` scores, best first; 0 for an excluded item
+    (a user who has seen nearly the whole catalog)."""
+    if length == 0:
+        return np.zeros((len(scores), 0), dtype=np.int64)
+    columns = top_columns(scores, length)
+    excluded = torch.isneginf(scores.gather(1, columns))
+    return (columns + 1).masked_fill_(excluded, 0).cpu().numpy().astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -315,6 +373,7 @@ def evaluate_split(
     eval_users: int | None = None,
     seed: int = 42,
     show_progress: bool = False,
+    beyond_accuracy: bool = False,
 ) -> SplitEvaluation:
     """A checkpoint's model on the test or valid split of `dataset` (full ranking, seen items
     excluded), with the most-popular baseline on the same rows when `baselines`.
@@ -322,7 +381,9 @@ def evaluate_split(
     The valid split counts only the users the checkpoint validated on (its `valid_users` and
     `seed`): with `train_valid_items` the others trained on their validation item. With
     `eval_users`, a fixed random sample (drawn with `seed`) of those users is evaluated and
-    every metric comes with its 95% interval.
+    every metric comes with its 95% interval. With `beyond_accuracy`, the model's top-10
+    lists are found in the same pass and described by `list_metrics` (coverage, Gini index,
+    tail share, average popularity, intra-list diversity) next to its ranking metrics.
     """
     rows = evaluation_rows(dataset, split, config.model.max_length)
     candidates = validated_users(config, len(rows["targets"])) if split == "valid" else None
@@ -333,7 +394,7 @@ def evaluate_split(
     score = model_scores(
         model, context_indices(dataset.users, config.context_vocabulary), device, amp=amp
     )
-    ranks = rank_targets(
+    ranks, lists = rank_and_list(
         score,
         rows,
         order,
@@ -341,6 +402,24 @@ def evaluate_split(
         device=device,
         show_progress=show_progress,
         description=f"{split} evaluation",
+        list_length=LIST_LENGTH if beyond_accuracy else 0,
     )
+    metrics = summarize(ranks, sample)
+    if beyond_accuracy:
+        metrics.update(describe_lists(model, dataset, lists))
     popular = summarize(popularity_ranks(dataset, rows, order), sample) if baselines else None
-    return SplitEvaluation(summarize(ranks, sample), popular)
+    return SplitEvaluation(metrics, popular)
+
+
+def describe_lists(model: LogitLM, dataset: Dataset, lists: np.ndarray) -> dict[str, float]:
+    """`list_metrics` of the model's top lists: popularity from the training split, vectors
+    from the model's head, genres when the dataset's items have them."""
+    weight, _ = model.head()
+    items = dataset.items.sort("item_index")
+    genres = GenreSets(items["genres"]) if "genres" in items.columns else None
+    return list_metrics(
+        lists,
+        item_popularity(dataset),
+        vectors=weight.detach().float().cpu().numpy(),
+        genres=genres,
+    )

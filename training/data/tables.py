@@ -38,6 +38,8 @@ MOVIELENS_TABLES = {
     "u.user": ("|", ["user", "age", "gender", "occupation", "zip_code"]),
     "u.item": ("|", ["item", "title", "release_date", "video_release_date", "imdb_url"]),
 }
+# A MovieLens title ends with its release year: "Toy Story (1995)".
+TITLE_YEAR = r"\((\d{4})\)\s*$"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,13 +54,15 @@ class TableSource:
 def read_side_table(source: TableSource, key: str) -> pl.DataFrame:
     """Read an items (`key="item"`) or users (`key="user"`) table.
 
-    Returns the id as column `key` plus every other column as strings; ids repeat at most once.
+    Returns the id as column `key` plus every other column as strings (a MovieLens items table
+    also gets `year`, an integer parsed from the title, null when the title has none); ids
+    repeat at most once.
     """
     path = Path(source.path)
     if not path.is_file():
         raise InputError(f"{path}: {key}s table not found (expected a file)")
     if path.name in MOVIELENS_TABLES:
-        frame = _read_movielens_table(path, source.encoding or "latin-1")
+        frame = _with_year(_read_movielens_table(path, source.encoding or "latin-1"))
     else:
         frame = _read_generic_table(path, source, key)
     if key not in frame.columns:
@@ -98,6 +102,14 @@ def _read_movielens_table(path: Path, encoding: str) -> pl.DataFrame:
     return pl.DataFrame({"parts": parts}).select(
         pl.col("parts").list.get(i).alias(name) for i, name in enumerate(fields)
     )
+
+
+def _with_year(frame: pl.DataFrame) -> pl.DataFrame:
+    """The release year from the title, for filters on it in serving ("released after T")."""
+    if "title" not in frame.columns:
+        return frame
+    year = pl.col("title").str.extract(TITLE_YEAR, 1).cast(pl.Int32, strict=False)
+    return frame.with_columns(year.alias("year"))
 
 
 def _ml100k_genre_names(item_path: Path) -> list[str]:
