@@ -2,7 +2,7 @@
 
 import ipaddress
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from logitrec.errors import InputError
@@ -50,6 +50,16 @@ class ServeConfig:
     max_k: int = 1_000  # items per answer
     max_batch_requests: int = 1_024  # requests in one RecommendBatch (at most max_queue)
     max_batch_items: int = 100_000  # the sum of k over one RecommendBatch's requests
+    # Explanations (explain: true): at most this k, requests per leave-one-out encoder batch
+    # (each is about history-length rows), and requests queued in that lane per version
+    max_explain_k: int = 20
+    max_explain_batch: int = 4
+    max_explain_queue: int = 64
+
+    # -- re-ranking defaults (popularity_beta, mmr_lambda, category_cap, cap_field,
+    # calibration; serving.rerank.RerankSettings): the TOML's [serve.rerank] table for every
+    # model, [serve.rerank.MODEL] for one; a request's own settings override both
+    rerank: dict = field(default_factory=dict)
 
     # -- overload: admit a request only if it can finish within its deadline, judged from the
     # recent batch times and the queue ahead of it; the rest are refused at once
@@ -180,6 +190,9 @@ def validate(config: ServeConfig) -> None:
         "max_batch_requests",
         "max_batch_items",
         "batches_in_flight",
+        "max_explain_k",
+        "max_explain_batch",
+        "max_explain_queue",
     ):
         if getattr(config, name) < 1:
             flag = name.replace("_", "-")
@@ -213,7 +226,33 @@ def validate(config: ServeConfig) -> None:
         raise InputError(f"--max-wait-ms: expected >= 0, got {config.max_wait_ms}")
     if not Path(config.repository).is_dir():
         raise InputError(f"{config.repository}: model repository not found (run `logitrec export`)")
+    validate_rerank_defaults(config.rerank)
     validate_security(config)
+
+
+def rerank_defaults(table: dict, model: str) -> dict:
+    """The re-ranking settings a model starts from: [serve.rerank], then [serve.rerank.MODEL]."""
+    shared = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    return {**shared, **table.get(model, {})}
+
+
+def validate_rerank_defaults(table: dict) -> None:
+    from serving.rerank import RerankSettings
+
+    known = {f.name for f in fields(RerankSettings)}
+    scopes = {"[serve.rerank]": {k: v for k, v in table.items() if not isinstance(v, dict)}}
+    scopes.update({f"[serve.rerank.{k}]": v for k, v in table.items() if isinstance(v, dict)})
+    for scope, settings in scopes.items():
+        unknown = set(settings) - known
+        if unknown:
+            raise InputError(
+                f"{scope}: unknown setting(s) {', '.join(sorted(unknown))} "
+                f"(expected: {', '.join(sorted(known))})"
+            )
+        try:
+            RerankSettings(**rerank_defaults(table, "") | settings).validate()
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{scope}: {error}") from None
 
 
 def validate_security(config: ServeConfig) -> None:

@@ -11,14 +11,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from logitrec.errors import InputError
 from logitrec.mips import search
 from logitrec.repository import model_names
-from serving import pipeline
+from serving import explain, pipeline, rerank
 from serving.backends import Backend
 from serving.backends.base import call_with_timeout
 from serving.batcher import MicroBatcher
@@ -37,6 +37,17 @@ log = logging.getLogger("logitrec.gateway")
 class Answer:
     ranked: Ranked
     timings: dict[str, float]
+    widened: bool = False  # filters left too few pruned candidates: the whole catalog was ranked
+    # With explain: per returned item, its top contributors (serving.explain.top_contributors)
+    explanations: list | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ExplainJob:
+    """One answered request waiting in its version's explanation lane."""
+
+    query: Query
+    items: np.ndarray  # the returned item indices, best first
 
 
 class Engine:
@@ -52,6 +63,9 @@ class Engine:
             log.warning("several models in %s; default is %s", config.repository, default)
         self.registry = Registry(default)
         self._batchers: dict[tuple[str, int], MicroBatcher] = {}
+        # Explanations run in their own lane per version (a batcher of leave-one-out encoder
+        # batches), so requests that do not ask for them never wait behind one.
+        self._explainers: dict[tuple[str, int], MicroBatcher] = {}
         self._retiring: set[tuple[str, int]] = set()  # being unloaded: their queues drain
         self._short_reported: set[tuple[str, int]] = set()  # versions whose index ran short
         self.lifecycle = Lifecycle(self)  # which versions are loaded, and changing that
@@ -93,14 +107,23 @@ class Engine:
             on_batch=self._on_batch,
             in_flight=self.config.batches_in_flight,
         )
+        explainer = MicroBatcher(
+            lambda jobs, waits, model=model: self._run_explanations(model, jobs, waits),
+            max_batch_size=self.config.max_explain_batch,
+            max_wait_seconds=self.config.max_wait_ms / 1000,
+            max_queue=self.config.max_explain_queue,
+        )
         batcher.start()
+        explainer.start()
         try:
             await self._warm_up(model, batcher)
         except Exception:
             await batcher.close()
+            await explainer.close()
             await self.backend.unload(model)
             raise
         self._batchers[(name, version)] = batcher
+        self._explainers[(name, version)] = explainer
         self.registry.add(model)
         log.info("loaded %s version %d (%d items)", name, version, model.num_items)
         return model
@@ -130,7 +153,22 @@ class Engine:
         batcher = self._batchers.get(key)
         if batcher is None or key in self._retiring:  # resolved just before its unload
             raise ModelNotFound(f"model_version: {model.name} version {model.version} was unloaded")
-        return await batcher.submit(query, query.deadline, admit_by=admit_by)
+        answer = await batcher.submit(query, query.deadline, admit_by=admit_by)
+        if query.explain and not query.fallback and len(answer.ranked.items):
+            answer = await self._explained(key, query, answer)
+        return answer
+
+    async def _explained(self, key: tuple[str, int], query: Query, answer: Answer) -> Answer:
+        """The answer with its explanations, from the version's explanation lane."""
+        started = time.perf_counter()
+        explainer = self._explainers[key]
+        job = ExplainJob(query, answer.ranked.items)
+        explanations = await explainer.submit(job, query.deadline)
+        self.metrics.explanations.inc()
+        seconds = time.perf_counter() - started
+        self.metrics.stage_duration.labels("explain").observe(seconds)
+        timings = {**answer.timings, "explain": seconds}
+        return replace(answer, explanations=explanations, timings=timings)
 
     async def unload(self, name: str, version: int) -> None:
         """Stop serving one version: requests resolved from now on cannot reach it (NOT_FOUND),
@@ -143,14 +181,17 @@ class Engine:
         self._retiring.add(key)
         try:
             await self._batchers[key].close()
+            await self._explainers[key].close()
         finally:
             del self._batchers[key]
+            self._explainers.pop(key, None)
             self._retiring.discard(key)
         await self.backend.unload(model)
         log.info("unloaded %s version %d", name, version)
 
     async def close(self) -> None:
         await asyncio.gather(*(b.close() for b in self._batchers.values()))
+        await asyncio.gather(*(b.close() for b in self._explainers.values()))
         await self.backend.close()
 
     def uses_exact_scoring(self, model: ModelVersion) -> bool:
@@ -164,23 +205,85 @@ class Engine:
         ]
         rows = [r for r, q in enumerate(queries) if not q.fallback]
         stages = {"encode": 0.0, "retrieve": 0.0, "score": 0.0}
+        widened = [False] * len(queries)
         if rows:
             batch = [queries[r] for r in rows]
-            for row, result in zip(rows, await self._rank(model, batch, stages), strict=True):
-                ranked[row] = result
+            results, batch_widened = await self._rank(model, batch, stages)
+            for row, result, wide in zip(rows, results, batch_widened, strict=True):
+                ranked[row], widened[row] = result, wide
             for stage, seconds in stages.items():
                 self.metrics.stage_duration.labels(stage).observe(seconds)
         for wait in waits:
             self.metrics.stage_duration.labels("queue").observe(wait)
+        reranked = await self._reranked(model, queries, ranked)
         return [
-            Answer(result, {"queue": wait, **stages})
-            for result, wait in zip(ranked, waits, strict=True)
+            Answer(result, {"queue": wait, **stages, "rerank": seconds}, wide)
+            for (result, seconds), wait, wide in zip(reranked, waits, widened, strict=True)
         ]
+
+    async def _reranked(
+        self, model: ModelVersion, queries: Sequence[Query], ranked: list[Ranked]
+    ) -> list[tuple[Ranked, float]]:
+        """Each ranking re-ranked to k where its query asks for it, with the seconds it took
+        (off the event loop: MMR and calibration are per-request Python work)."""
+        chosen = [i for i, q in enumerate(queries) if q.rerank is not None]
+        if not chosen:
+            return [(r, 0.0) for r in ranked]
+        loop = asyncio.get_running_loop()
+        done = await loop.run_in_executor(
+            None, _rerank_rows, model, [queries[i] for i in chosen], [ranked[i] for i in chosen]
+        )
+        self.metrics.reranked.inc(len(chosen))
+        results = [(r, 0.0) for r in ranked]
+        for i, result in zip(chosen, done, strict=True):
+            results[i] = result
+        return results
+
+    async def _run_explanations(
+        self, model: ModelVersion, jobs: Sequence[ExplainJob], waits: Sequence[float]
+    ) -> list[list]:
+        """One encoder batch of every job's leave-one-out variants, then each returned item's
+        logit deltas from the head (serving.explain)."""
+        built = [
+            explain.variants(job.query.items, job.query.context, model.max_length) for job in jobs
+        ]
+        width = max(histories.shape[1] for histories, _, _ in built)
+        histories = np.concatenate([_left_pad(h, width) for h, _, _ in built])
+        context = np.concatenate([c for _, c, _ in built])
+        deadlines = [job.query.deadline for job in jobs]
+        deadline = None if None in deadlines else max(deadlines)
+        vectors = await self._encode_rows(model, histories, context, deadline)
+        results, offset = [], 0
+        for job, (rows, _, removals) in zip(jobs, built, strict=True):
+            own = vectors[offset : offset + len(rows)]
+            offset += len(rows)
+            deltas = explain.contributions(own, model.head, job.items, removals)
+            results.append(explain.top_contributors(deltas, removals, job.query.explain))
+        return results
+
+    async def _encode_rows(self, model, histories, context, deadline) -> np.ndarray:
+        """Encode many rows in chunks of the batch size the backend takes (Triton's models
+        accept at most their exported max_batch_size)."""
+        size = self.config.max_batch_size
+        chunks = []
+        for start in range(0, len(histories), size):
+            rows, features = histories[start : start + size], context[start : start + size]
+            chunks.append(
+                await call_with_timeout(
+                    lambda timeout, rows=rows, features=features: self.backend.encode(
+                        model, rows, features, timeout=timeout
+                    ),
+                    deadline,
+                    self.config.backend_timeout_seconds,
+                )
+            )
+        return np.concatenate(chunks)
 
     async def _rank(
         self, model: ModelVersion, batch: Sequence[Query], stages: dict[str, float]
-    ) -> list[Ranked]:
-        """Encode, retrieve and score the model's rows of a batch; `stages` gets the seconds."""
+    ) -> tuple[list[Ranked], list[bool]]:
+        """Encode, retrieve and score the model's rows of a batch; `stages` gets the seconds.
+        Also says which filtered rows had to be widened to the whole catalog."""
         # Every backend call times out: when the batch's latest deadline passes (nobody waits
         # longer; the earliest would let one hurried caller fail the others) or after
         # backend_timeout_seconds, so a stuck backend never holds the batcher for long.
@@ -197,7 +300,7 @@ class Engine:
         stages["encode"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        candidates = await self._candidates(model, batch, vectors)
+        candidates, widened = await self._candidates(model, batch, vectors)
         stages["retrieve"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -214,7 +317,7 @@ class Engine:
                 ranked[i] = (
                     pipeline.in_request_order(ids, values)
                     if batch[i].score_items is not None
-                    else pipeline.top_k(ids, values, batch[i].k)
+                    else pipeline.top_k(ids, values, batch[i].depth)
                 )
         whole = [i for i, c in enumerate(candidates) if c is None]
         if whole:  # the whole catalog: one GEMM per block over the head, in the gateway
@@ -225,21 +328,23 @@ class Engine:
             for i, ranking in zip(whole, rankings, strict=True):
                 ranked[i] = ranking
         stages["score"] = time.perf_counter() - started
-        return ranked
+        return ranked, widened
 
     async def _candidates(
         self, model: ModelVersion, batch: Sequence[Query], vectors: np.ndarray
-    ) -> list[np.ndarray | None]:
+    ) -> tuple[list[np.ndarray | None], list[bool]]:
         """Per query: the items to score, or None for the whole catalog (minus exclusions).
         Pruned queries get the index's hits minus exclusions; one left with fewer than k
-        candidates is scored over the whole catalog instead, so it still gets k items."""
+        candidates is scored over the whole catalog instead, so it still gets k items (for a
+        filtered query that is 'widened', counted and said in the response)."""
         exact = self.uses_exact_scoring(model)
         candidates: list[np.ndarray | None] = [
             q.score_items if q.score_items is not None else q.allowed for q in batch
         ]
+        widened = [False] * len(batch)
         pruned_rows = [i for i, q in enumerate(batch) if not exact and candidates[i] is None]
         if not pruned_rows:
-            return candidates
+            return candidates, widened
         widths = [
             pipeline.search_width(batch[i], self.config.candidate_count, model.num_items)
             for i in pruned_rows
@@ -253,8 +358,11 @@ class Engine:
             if (hits > 0).sum() < widths[position]:
                 self._report_short(model, int((hits > 0).sum()), widths[position])
             kept = pipeline.pruned_candidates(batch[i], hits, self.config.candidate_count)
-            candidates[i] = kept if len(kept) >= batch[i].k else None
-        return candidates
+            candidates[i] = kept if len(kept) >= batch[i].depth else None
+            if candidates[i] is None and batch[i].filtered:
+                widened[i] = True
+                self.metrics.filters_widened.inc()
+        return candidates, widened
 
     def _report_short(self, model: ModelVersion, found: int, asked: int) -> None:
         """The index returned fewer candidates than asked (IVF lists scanned too small for
@@ -269,3 +377,32 @@ class Engine:
                 "logitrec_candidates_short_total)",
                 model.name, model.version, found, asked,
             )  # fmt: skip
+
+
+def _rerank_rows(
+    model: ModelVersion, queries: Sequence[Query], ranked: Sequence[Ranked]
+) -> list[tuple[Ranked, float]]:
+    results = []
+    for query, ranking in zip(queries, ranked, strict=True):
+        started = time.perf_counter()
+        chosen = rerank.rerank(
+            ranking.items,
+            ranking.logits,
+            query.k,
+            query.rerank,
+            popularity=model.popularity,
+            vectors=model.head,
+            metadata=model.metadata,
+            history=query.items,
+        )
+        results.append((chosen, time.perf_counter() - started))
+    return results
+
+
+def _left_pad(histories: np.ndarray, width: int) -> np.ndarray:
+    """Histories [R, L] left-padded with 0 to [R, width] (the encoder reads the newest last)."""
+    if histories.shape[1] == width:
+        return histories
+    out = np.zeros((len(histories), width), dtype=histories.dtype)
+    out[:, width - histories.shape[1] :] = histories
+    return out

@@ -48,3 +48,19 @@ class GatewayMetrics:
             "Pruned requests for which the index returned fewer candidates than asked for.",
             registry=self.registry,
         )
+        self.filters_widened = Counter(
+            "logitrec_filters_widened_total",
+            "Filtered requests whose pruned candidates held fewer than k matches, so the whole "
+            "catalog was searched.",
+            registry=self.registry,
+        )
+        self.explanations = Counter(
+            "logitrec_explanations_total",
+            "Requests answered with explanations (their own batch lane).",
+            registry=self.registry,
+        )
+        self.reranked = Counter(
+            "logitrec_reranked_total",
+            "Requests whose candidates were re-ranked (popularity, diversity, calibration).",
+            registry=self.registry,
+        )

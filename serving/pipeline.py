@@ -60,8 +60,11 @@ def pruned_candidates(query: Query, found: np.ndarray, count: int) -> np.ndarray
 
 
 def search_width(query: Query, candidate_count: int, num_items: int) -> int:
-    """How many hits to ask the index for, so `candidate_count` survive the exclusions."""
-    return min(num_items, candidate_count + len(query.exclude))
+    """How many hits to ask the index for, so `candidate_count` survive the exclusions (the
+    filters' are not counted: they can rule out most of the catalog; a filtered query left
+    with too few candidates is widened to the whole catalog instead)."""
+    requested = len(query.exclude) if query.requested_exclusions < 0 else query.requested_exclusions
+    return min(num_items, candidate_count + requested)
 
 
 def top_k(candidates: np.ndarray, logits: np.ndarray, k: int) -> Ranked:
@@ -100,7 +103,7 @@ def exact_rankings(
     augmented = np.concatenate([vectors, np.ones((len(vectors), 1), vectors.dtype)], axis=1)
     augmented = augmented.astype(head.dtype, copy=False)
     num_items = len(head) - 1
-    best = [_RunningBest(query.k) for query in queries]
+    best = [_RunningBest(query.depth) for query in queries]
     # A small first block sets each row's threshold cheaply; the later, full blocks then pass
     # only the few items that beat it.
     first = min(block, first_block)
@@ -162,4 +165,4 @@ def popularity_ranking(model: ModelVersion, query: Query) -> Ranked:
     candidates = exact_candidates(query, model.num_items)
     counts = model.popularity[candidates - 1] + 1.0  # add-one: unseen items stay rankable
     logits = np.log(counts / counts.sum())
-    return top_k(candidates, logits.astype(np.float32), query.k)
+    return top_k(candidates, logits.astype(np.float32), query.depth)

@@ -12,6 +12,7 @@ import numpy as np
 
 from serving.errors import InvalidRequest, quote
 from serving.registry import ModelVersion
+from serving.rerank import MetadataFilter, RerankSettings, candidate_pool
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,6 +28,21 @@ class Query:
     unknown_item_ids: tuple[str, ...] = ()
     truncated_to: int = 0  # > 0: the history was cut to its newest this many items
     deadline: float | None = None  # time.monotonic() after which nobody waits for the answer
+    # Re-ranking of the exactly scored candidates (None: the model's order): the ranking stage
+    # then keeps `depth` items by logit for the re-ranker to choose k from.
+    rerank: RerankSettings | None = None
+    depth_by_logit: int = 0  # 0: k
+    # Metadata filters, folded into `exclude` (so every path honours them); `requested_exclusions`
+    # is how many exclusions are not the filters', which sizes the index search.
+    filtered: bool = False
+    eligible_items: int = 0  # items the filters left (0 without filters)
+    requested_exclusions: int = -1  # -1: all of `exclude`
+    explain: int = 0  # contributors per returned item (0: no explanation)
+
+    @property
+    def depth(self) -> int:
+        """How many items the ranking stage keeps by logit."""
+        return self.depth_by_logit or self.k
 
     @property
     def fallback(self) -> bool:
@@ -115,6 +131,9 @@ def prepare_query(
     max_ids: int = 10_000,
     max_k: int = 1_000,
     deadline: float | None = None,
+    rerank: RerankSettings | None = None,
+    filters: Sequence[MetadataFilter] = (),
+    explain: int = 0,
 ) -> Query:
     """Validate one request against `model` (errors name the field) and map its ids.
 
@@ -136,6 +155,13 @@ def prepare_query(
     if exclude_seen:
         exclude = np.union1d(exclude, known_items)
     exclude = np.sort(exclude).astype(np.int64)  # sorted: the exact path masks it by ranges
+    requested_exclusions, eligible_items = len(exclude), 0
+    if filters:
+        ineligible = _filtered_out(model, filters)
+        eligible_items = model.num_items - len(ineligible)
+        exclude = np.union1d(exclude, ineligible).astype(np.int64)
+        if eligible_items == 0:
+            raise InvalidRequest("filters", "no item of the catalog matches every filter")
     allowed = score_items = None
     if allowed_ids:
         allowed = _map_ids(model, allowed_ids, "allowed_item_ids", unique=True)
@@ -149,6 +175,12 @@ def prepare_query(
         score_items = _map_ids(model, score_ids, "item_ids", unique=True)
         if len(score_items) == 0:
             raise InvalidRequest("item_ids", "none of the items is in the catalog")
+    rerank = None if rerank is None or rerank.is_identity() else rerank
+    if rerank is not None:
+        _check_rerank_metadata(model, rerank)
+    depth = min(candidate_pool(k, rerank), model.num_items) if rerank is not None else 0
+    if allowed is not None and depth:
+        depth = min(depth, len(allowed))
     return Query(
         items=items,
         context=context_row,
@@ -159,7 +191,38 @@ def prepare_query(
         unknown_item_ids=unknown,
         truncated_to=truncated_to,
         deadline=deadline,
+        rerank=rerank,
+        depth_by_logit=depth,
+        filtered=bool(filters),
+        eligible_items=eligible_items,
+        requested_exclusions=requested_exclusions,
+        explain=explain,
     )
+
+
+def _filtered_out(model: ModelVersion, filters: Sequence[MetadataFilter]) -> np.ndarray:
+    """Item indices (sorted) that fail a filter; errors name the filter and the field."""
+    if model.metadata is None:
+        raise InvalidRequest(
+            "filters",
+            f"{model.name} version {model.version} was exported without item metadata: "
+            "re-export it from a dataset whose items table has metadata columns",
+        )
+    eligible = np.ones(model.num_items + 1, dtype=bool)
+    for position, condition in enumerate(filters):
+        try:
+            eligible &= model.metadata.eligible([condition], model.num_items)
+        except ValueError as error:  # one filter at a time, so the message can say which
+            raise InvalidRequest(f"filters[{position}]", str(error)) from None
+    return np.flatnonzero(~eligible[1:]).astype(np.int64) + 1
+
+
+def _check_rerank_metadata(model: ModelVersion, settings: RerankSettings) -> None:
+    """A category cap or calibration needs the categorical field it counts."""
+    try:
+        settings.check_against(model.metadata)
+    except ValueError as error:
+        raise InvalidRequest("rerank", str(error)) from None
 
 
 def unknown_scored_ids(model: ModelVersion, score_ids: Sequence[str]) -> list[str]:

@@ -10,6 +10,7 @@ from logitrec_client.proto import recommender_pb2 as pb
 from logitrec_client.proto import recommender_pb2_grpc
 
 from serving.auth import CALLER
+from serving.config import rerank_defaults
 from serving.engine import Answer, Engine
 from serving.errors import BackendUnavailable, InvalidRequest, status_of
 from serving.grpc_handlers import Undecodable
@@ -23,6 +24,7 @@ from serving.query import (
     unknown_scored_ids,
 )
 from serving.registry import ModelVersion
+from serving.rerank import MetadataFilter, RerankSettings
 
 access_log = logging.getLogger("logitrec.access")
 ERROR_CHARS = 256  # of a refusal's message in its access line
@@ -43,6 +45,10 @@ LOG_LEVELS = {
 # version, flags, timings and framing.
 RESPONSE_FRAMING_BYTES = 128
 GENERATED_ID_BYTES = 32  # a request id the gateway makes up (uuid4().hex)
+MAX_FILTERS = 16  # metadata filters per request
+MAX_FILTER_VALUES = 1_000  # values in one filter's any_of
+DEFAULT_CONTRIBUTORS = 3  # explanation entries per returned item unless asked otherwise
+MAX_CONTRIBUTORS = 20
 
 
 class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
@@ -146,8 +152,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
         return model, query
 
     def _recommend_query(self, request: pb.RecommendRequest, deadline):
-        if request.explain:
-            raise InvalidRequest("explain", "explanations are not available in this version")
+        check_count("filters", request.filters, MAX_FILTERS, "filters")
+        model_name = request.model or self.engine.registry.default_model
         return self._query(
             request,
             deadline,
@@ -155,7 +161,27 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
             exclude_seen=request.exclude_seen if request.HasField("exclude_seen") else True,
             exclude_ids=request.exclude_item_ids,
             allowed_ids=request.allowed_item_ids,
+            rerank=rerank_settings(request, rerank_defaults(self.config.rerank, model_name)),
+            filters=metadata_filters(request.filters),
+            explain=self._explain_count(request),
         )
+
+    def _explain_count(self, request: pb.RecommendRequest) -> int:
+        """Contributors per item when the request asks for explanations, else 0; bounded."""
+        if not request.explain:
+            if request.explain_contributors:
+                raise InvalidRequest("explain_contributors", "needs explain: true")
+            return 0
+        if request.k > self.config.max_explain_k:
+            raise InvalidRequest(
+                "k", f"{request.k} exceeds the limit of {self.config.max_explain_k} with explain"
+            )
+        count = request.explain_contributors or DEFAULT_CONTRIBUTORS
+        if not 1 <= count <= MAX_CONTRIBUTORS:
+            raise InvalidRequest(
+                "explain_contributors", f"expected 1 to {MAX_CONTRIBUTORS}, got {count}"
+            )
+        return count
 
     def _check_answer_size(self, field: str, requests, prepared) -> None:
         """Refuse, before any work, what could not be sent back in one message."""
@@ -202,6 +228,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
 
     def _response(self, request, model: ModelVersion, query: Query, answer: Answer, received):
         items = ranked_items(model, answer.ranked.items, answer.ranked.logits)
+        explanations = answer.explanations or [()] * len(items)
         return pb.RecommendResponse(
             items=[
                 pb.RecommendedItem(
@@ -210,9 +237,12 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
                     probability=i.probability,
                     rank=i.rank,
                     title=i.title,
+                    contributions=[_contribution(model, query, r, d) for r, d in explained],
                 )
-                for i in items
+                for i, explained in zip(items, explanations, strict=True)
             ],
+            filters_widened=answer.widened,
+            eligible_items=query.eligible_items,
             model=model.name,
             model_version=model.version,
             unknown_item_ids=query.unknown_item_ids,
@@ -230,6 +260,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
             retrieve_seconds=t.get("retrieve", 0.0),
             score_seconds=t.get("score", 0.0),
             total_seconds=time.perf_counter() - received,
+            rerank_seconds=t.get("rerank", 0.0),
+            explain_seconds=t.get("explain", 0.0),
         )
 
     async def _score(self, request, context) -> pb.ScoreResponse:
@@ -264,6 +296,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServiceServicer):
             index_type=model.index_type,
             backend=self.engine.backend.name,
             candidate_count=0 if exact else self.config.candidate_count,
+            metadata_fields=list(model.metadata.fields) if model.metadata is not None else [],
         )
 
 
@@ -272,7 +305,71 @@ def _answer_bytes(request, model: ModelVersion, query: Query) -> int:
     echoed = sum(len(item_id.encode()) + 4 for item_id in query.unknown_item_ids)
     request_id = max(len(request.request_id.encode()), GENERATED_ID_BYTES)
     named = len(model.name.encode()) + request_id + echoed
-    return RESPONSE_FRAMING_BYTES + named + query.k * model.answer_item_bytes
+    # A contribution names a history item (an item's bytes) or a context feature and value.
+    per_item = model.answer_item_bytes * (1 + query.explain)
+    return RESPONSE_FRAMING_BYTES + named + query.k * per_item
+
+
+def rerank_settings(request: pb.RecommendRequest, defaults: dict) -> RerankSettings | None:
+    """The model's defaults overridden by the fields the request set; errors name the field."""
+    given = dict(defaults)
+    if request.HasField("rerank"):
+        asked = request.rerank
+        for name in ("popularity_beta", "mmr_lambda", "category_cap", "calibration"):
+            if asked.HasField(name):
+                given[name] = getattr(asked, name)
+        if asked.cap_field:
+            given["cap_field"] = asked.cap_field
+    if not given:
+        return None
+    settings = RerankSettings(**given)
+    try:
+        settings.validate()
+    except ValueError as error:
+        raise InvalidRequest("rerank", str(error)) from None
+    return settings
+
+
+def metadata_filters(filters) -> list[MetadataFilter]:
+    """Proto filters -> MetadataFilter; the shape is checked here, the field by the model."""
+    converted = []
+    for position, condition in enumerate(filters):
+        name = f"filters[{position}]"
+        if not condition.field:
+            raise InvalidRequest(f"{name}.field", "empty: name an item metadata field")
+        bounded = condition.HasField("at_least") or condition.HasField("at_most")
+        if bool(condition.any_of) == bounded:
+            raise InvalidRequest(name, "give either any_of (a category) or at_least/at_most")
+        check_count(f"{name}.any_of", condition.any_of, MAX_FILTER_VALUES, "values")
+        converted.append(
+            MetadataFilter(
+                field=condition.field,
+                any_of=tuple(condition.any_of),
+                at_least=condition.at_least if condition.HasField("at_least") else None,
+                at_most=condition.at_most if condition.HasField("at_most") else None,
+            )
+        )
+    return converted
+
+
+def _contribution(model: ModelVersion, query: Query, removal, delta: float) -> pb.Contribution:
+    """One explanation entry in the caller's terms."""
+    if removal.kind == "item":
+        return pb.Contribution(
+            item_id=str(model.item_ids[removal.item - 1]),
+            title=model.titles[removal.item - 1] or "",
+            logit_delta=float(delta),
+            history_position=removal.position,
+        )
+    feature = model.context_features[removal.position]
+    lookup = model.context_lookup[feature]
+    value = next((v for v, i in lookup.items() if i == query.context[removal.position]), "")
+    return pb.Contribution(
+        context_feature=feature,
+        context_value=value,
+        logit_delta=float(delta),
+        history_position=-1,
+    )
 
 
 def _stages(responses) -> dict[str, float] | None:

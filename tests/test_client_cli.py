@@ -22,6 +22,32 @@ def test_recommend_prints_a_table(gateway: Gateway, capsys: pytest.CaptureFixtur
     assert [event.item_id for event in request.history] == ["i1", "i2"]
 
 
+def test_recommend_explains_and_passes_filters_and_reranking(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["recommend", "--target", gateway.target, "--history", "i1", "--k", "2", "--explain"]
+    argv += ["--filter", "genres=Comedy,Drama", "--filter", "year>=1990", "--mmr-lambda", "0.7"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"because you watched {CATALOG['i1']} (+1.5)" in out
+    (request,) = gateway.servicer.requests("Recommend")
+    assert request.explain
+    assert [(f.field, list(f.any_of)) for f in request.filters] == [
+        ("genres", ["Comedy", "Drama"]),
+        ("year", []),
+    ]
+    assert request.filters[1].at_least == 1990 and not request.filters[1].HasField("at_most")
+    assert request.rerank.mmr_lambda == pytest.approx(0.7)
+    assert not request.rerank.HasField("popularity_beta")  # unset: the model's default
+
+
+def test_a_malformed_filter_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["recommend", "--history", "i1", "--filter", "year>=soon"])
+    assert stopped.value.code == 2
+    assert "year>=soon" in capsys.readouterr().err
+
+
 def test_recommend_json_carries_every_field(
     gateway: Gateway, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -31,8 +57,9 @@ def test_recommend_json_carries_every_field(
     assert main(argv) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["items"] == [
-        {"item_id": "i1", "logit": 5.0, "probability": 1.0, "rank": 1, "title": CATALOG["i1"]}
-    ]
+        {"item_id": "i1", "logit": 5.0, "probability": 1.0, "rank": 1, "title": CATALOG["i1"],
+         "contributions": []}
+    ]  # fmt: skip
     assert answer["model"] == "tiny" and answer["timings"]["total_seconds"] == pytest.approx(0.012)
     assert gateway.servicer.metadata[0]["authorization"] == "Bearer tok"
     (request,) = gateway.servicer.requests("Recommend")

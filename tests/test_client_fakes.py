@@ -91,6 +91,7 @@ class FakeRecommender(recommender_pb2_grpc.RecommenderServiceServicer):
                     probability=math.exp(self._logit(item_id)) / total,
                     rank=rank,
                     title=CATALOG[item_id],
+                    contributions=self._contributions(request, history),
                 )
                 for rank, item_id in enumerate(chosen, start=1)
             ],
@@ -102,6 +103,14 @@ class FakeRecommender(recommender_pb2_grpc.RecommenderServiceServicer):
             timings=TIMINGS,
             request_id=request.request_id or "generated-id",
         )
+
+    @staticmethod
+    def _contributions(request: pb.RecommendRequest, history: list[str]) -> list:
+        """With explain: the oldest known history item pushed every item up by 1.5."""
+        known = [i for i in history if i in CATALOG]
+        if not request.explain or not known:
+            return []
+        return [pb.Contribution(item_id=known[0], title=CATALOG[known[0]], logit_delta=1.5)]
 
     def Recommend(self, request, context):
         self._arrive("Recommend", request, context)

@@ -151,8 +151,17 @@ def test_bad_requests_get_precise_codes_and_the_server_keeps_serving(gateway):
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "",
         ),
-        (pb.RecommendRequest(history=events(1), k=3, explain=True),
-         grpc.StatusCode.INVALID_ARGUMENT, "explain:"),
+        (pb.RecommendRequest(history=events(1), k=30, explain=True),
+         grpc.StatusCode.INVALID_ARGUMENT, "k: 30 exceeds the limit of 20 with explain"),
+        (pb.RecommendRequest(history=events(1), k=3, explain=True, explain_contributors=99),
+         grpc.StatusCode.INVALID_ARGUMENT, "explain_contributors:"),
+        (pb.RecommendRequest(history=events(1), k=3, rerank=pb.Rerank(mmr_lambda=2)),
+         grpc.StatusCode.INVALID_ARGUMENT, "mmr_lambda"),
+        (pb.RecommendRequest(history=events(1), k=3,
+                             filters=[pb.MetadataFilter(field="colour", any_of=["red"])]),
+         grpc.StatusCode.INVALID_ARGUMENT, "filters[0]: "),
+        (pb.RecommendRequest(history=events(1), k=3, filters=[pb.MetadataFilter(field="genres")]),
+         grpc.StatusCode.INVALID_ARGUMENT, "filters[0]: give either any_of"),
     ]  # fmt: skip
     for request, code, message in cases:
         got_code, details = code_of(lambda request=request: stub.Recommend(request))

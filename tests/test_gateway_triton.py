@@ -40,19 +40,37 @@ def triton(tiny_repository):
         yield server
 
 
+# Plain, explained, re-ranked and filtered requests: every feature works on both backends.
+REQUESTS = [
+    ([1, 2, 3], {"k": 5}),
+    ([40], {"k": 5}),
+    ([9, 8, 7, 6, 5], {"k": 5}),
+    ([9, 8, 7, 6, 5], {"k": 3, "explain": True}),
+    ([1, 2, 3], {"k": 5, "rerank": pb.Rerank(mmr_lambda=0.5, popularity_beta=1.0)}),
+    ([1, 2, 3], {"k": 4, "filters": [pb.MetadataFilter(field="genres", any_of=["Western"])]}),
+]
+
+
 def test_triton_backend_answers_like_the_embedded_one(tiny_repository, triton):
-    histories = [[1, 2, 3], [40], [9, 8, 7, 6, 5]]
     with running_gateway(tiny_repository) as (target, _, _process):
-        expected = [recommend(target, h, k=5) for h in histories]
+        expected = [recommend(target, history, **fields) for history, fields in REQUESTS]
     with running_gateway(
         tiny_repository, "--backend", "triton", "--triton-url", triton.grpc_url
     ) as (target, _, _process):
-        for history, reference in zip(histories, expected, strict=True):
-            got = recommend(target, history, k=5)
+        for (history, fields), reference in zip(REQUESTS, expected, strict=True):
+            got = recommend(target, history, **fields)
             assert [i.item_id for i in got.items] == [i.item_id for i in reference.items]
             assert [i.logit for i in got.items] == pytest.approx(
                 [i.logit for i in reference.items], abs=1e-4
             )
+            for mine, theirs in zip(got.items, reference.items, strict=True):
+                assert [c.item_id for c in mine.contributions] == [
+                    c.item_id for c in theirs.contributions
+                ]
+                assert [c.logit_delta for c in mine.contributions] == pytest.approx(
+                    [c.logit_delta for c in theirs.contributions], abs=1e-3
+                )
+            assert len(got.items[0].contributions) == (3 if fields.get("explain") else 0)
         with grpc.insecure_channel(target) as channel:
             info = recommender_pb2_grpc.RecommenderServiceStub(channel).GetModelInfo(
                 pb.GetModelInfoRequest()

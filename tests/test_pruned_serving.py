@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 from conftest import TINY_TRAIN, run_cli
-from logitrec_client import RecommenderClient
+from logitrec_client import Filter, RecommenderClient
 
 from logitrec import repository as layout
 from logitrec.gateway_process import running_gateway
@@ -78,11 +78,28 @@ def test_pruned_answers_match_exact_ones_at_the_recall_export_recorded(ivf_repos
             many = found[0] + client.recommend(history, 200).item_ids
             wide = client.recommend(history, K, exclude=list(dict.fromkeys(many))).item_ids
             assert len(wide) == K and not set(wide) & set(many)
+            check_filters_hold(client, pruned.metrics_url, ivf_repository, history)
     overlap = [len(set(a) & set(b)) / K for a, b in zip(found, expected, strict=True)]
     assert all(len(a) == K for a in found)
     assert not any(set(a) & set(h) for a, h in zip(found, queries, strict=True))
     # Export measured recall on these histories and their earlier states: allow sampling slack.
     assert np.mean(overlap) >= calibration["recall_at_10"] - 0.03
+
+
+def check_filters_hold(client, metrics_url, repository, history) -> None:
+    """Every genre filter gets exactly K matching items on the pruned path: from the FAISS
+    candidates when they hold K matches, else (said in the response) from the whole catalog."""
+    catalog = pl.read_parquet(layout.scorer_dir(repository, "big", 1) / layout.CATALOG)
+    genre_of = dict(zip(catalog["item_id"], catalog["genres"], strict=True))
+    widened = []
+    for genre in sorted(set(genre_of.values())):
+        answer = client.recommend(history, K, filters=[Filter("genres", any_of=[genre])])
+        assert len(answer) == K and {genre_of[i] for i in answer.item_ids} == {genre}
+        assert not set(answer.item_ids) & set(history)
+        widened.append(answer.filters_widened)
+    # The user's own genres fill K from the candidates; genres far from them cannot.
+    assert any(widened) and not all(widened)
+    assert counter(metrics_url, "logitrec_filters_widened_total") == sum(widened)
 
 
 def test_a_search_breadth_too_narrow_for_the_candidate_count_is_counted_and_said(

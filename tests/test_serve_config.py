@@ -1,9 +1,11 @@
 """Gateway settings as `logitrec serve` checks them before starting: what it refuses and why."""
 
+import re
+
 import pytest
 
 from logitrec.errors import InputError
-from serving.config import Exposure, exposure, exposure_warnings, load_config
+from serving.config import Exposure, exposure, exposure_warnings, load_config, rerank_defaults
 
 
 def triton_settings(repository, url, **more):
@@ -64,3 +66,31 @@ def test_plaintext_on_a_network_address_is_refused_without_insecure(tmp_path):
         load_config(None, {"repository": tmp_path, "host": "0.0.0.0"})
     with pytest.raises(InputError, match="--tls-key"):
         load_config(None, {"repository": tmp_path, "tls_cert": tmp_path})
+
+
+def rerank_config(tmp_path, table: str):
+    path = tmp_path / "serve.toml"
+    path.write_text(f'[serve]\nrepository = "{tmp_path}"\n{table}')
+    return load_config(path)
+
+
+def test_rerank_defaults_apply_to_every_model_and_per_model_tables_override_them(tmp_path):
+    config = rerank_config(
+        tmp_path,
+        "[serve.rerank]\npopularity_beta = 0.5\n[serve.rerank.ml1m]\nmmr_lambda = 0.7\n",
+    )
+    assert rerank_defaults(config.rerank, "ml1m") == {"popularity_beta": 0.5, "mmr_lambda": 0.7}
+    assert rerank_defaults(config.rerank, "other") == {"popularity_beta": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("[serve.rerank]\nbeta = 0.5\n", "[serve.rerank]: unknown setting(s) beta"),
+        ("[serve.rerank.ml1m]\nmmr_lambda = 3\n", "[serve.rerank.ml1m]: mmr_lambda"),
+        ("[serve.rerank]\ncategory_cap = -1\n", "[serve.rerank]: category_cap"),
+    ],
+)
+def test_bad_rerank_defaults_are_refused_naming_the_table_and_setting(tmp_path, table, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        rerank_config(tmp_path, table)

@@ -21,8 +21,9 @@ from logitrec_client.errors import (
     Unauthenticated,
     Unavailable,
 )
-from logitrec_client.queries import Event, RecommendQuery
+from logitrec_client.queries import Event, Filter, RecommendQuery, Rerank
 from logitrec_client.results import (
+    Contribution,
     HealthStatus,
     ModelInfo,
     Recommendation,
@@ -37,8 +38,10 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "NO_RETRIES",
     "AsyncRecommenderClient",
+    "Contribution",
     "DeadlineExceeded",
     "Event",
+    "Filter",
     "HealthStatus",
     "InvalidRequest",
     "Keepalive",
@@ -51,6 +54,7 @@ __all__ = [
     "Recommendation",
     "Recommendations",
     "RecommenderClient",
+    "Rerank",
     "RetryPolicy",
     "ScoredItem",
     "Scores",

@@ -9,6 +9,7 @@ from logitrec_client import queries
 from logitrec_client.proto import recommender_pb2 as pb
 from logitrec_client.queries import HistoryLike, RecommendQuery, history_events
 from logitrec_client.results import (
+    Contribution,
     ModelInfo,
     Recommendation,
     Recommendations,
@@ -38,8 +39,31 @@ def recommend_request(query: RecommendQuery) -> pb.RecommendRequest:
         model=query.model or "",
         model_version=query.model_version or 0,
         explain=query.explain,
+        explain_contributors=query.explain_contributors or 0,
+        rerank=_rerank(query.rerank),
+        filters=[_filter(f) for f in query.filters],
         request_id=query.request_id or "",
     )
+
+
+def _rerank(rerank: queries.Rerank | None) -> pb.Rerank | None:
+    if rerank is None:
+        return None
+    message = pb.Rerank(cap_field=rerank.cap_field)
+    for name in ("popularity_beta", "mmr_lambda", "category_cap", "calibration"):
+        value = getattr(rerank, name)
+        if value is not None:
+            setattr(message, name, value)
+    return message
+
+
+def _filter(condition: queries.Filter) -> pb.MetadataFilter:
+    message = pb.MetadataFilter(field=condition.field, any_of=condition.any_of)
+    if condition.at_least is not None:
+        message.at_least = condition.at_least
+    if condition.at_most is not None:
+        message.at_most = condition.at_most
+    return message
 
 
 def recommend_batch_request(
@@ -85,6 +109,19 @@ def timings(message: pb.Timings) -> Timings:
         retrieve_seconds=message.retrieve_seconds,
         score_seconds=message.score_seconds,
         total_seconds=message.total_seconds,
+        rerank_seconds=message.rerank_seconds,
+        explain_seconds=message.explain_seconds,
+    )
+
+
+def _contribution(message: pb.Contribution) -> Contribution:
+    return Contribution(
+        logit_delta=message.logit_delta,
+        item_id=message.item_id,
+        title=message.title,
+        context_feature=message.context_feature,
+        context_value=message.context_value,
+        history_position=message.history_position,
     )
 
 
@@ -98,6 +135,7 @@ def recommendations(response: pb.RecommendResponse) -> Recommendations:
                 probability=item.probability,
                 rank=item.rank,
                 title=item.title,
+                contributions=tuple(_contribution(c) for c in item.contributions),
             )
             for item in response.items
         ),
@@ -108,6 +146,8 @@ def recommendations(response: pb.RecommendResponse) -> Recommendations:
         history_truncated_to=response.history_truncated_to,
         timings=timings(response.timings),
         request_id=response.request_id,
+        filters_widened=response.filters_widened,
+        eligible_items=response.eligible_items,
     )
 
 
@@ -137,4 +177,5 @@ def model_info(response: pb.GetModelInfoResponse) -> ModelInfo:
         index_type=response.index_type,
         backend=response.backend,
         candidate_count=response.candidate_count,
+        metadata_fields=tuple(response.metadata_fields),
     )

@@ -12,7 +12,7 @@ from logitrec_client.config import SERVICE_NAME
 from logitrec_client.errors import NotFound, rpc_errors_as_logitrec_errors
 from logitrec_client.health import CHECK_METHOD, decode_status, encode_request
 from logitrec_client.proto import recommender_pb2_grpc
-from logitrec_client.queries import DEFAULT_K, HistoryLike, RecommendQuery
+from logitrec_client.queries import DEFAULT_K, Filter, HistoryLike, RecommendQuery, Rerank
 from logitrec_client.results import HealthStatus, ModelInfo, Recommendations, Scores
 
 
@@ -50,6 +50,9 @@ class AsyncRecommenderClient(ClientBase):
         exclude: Sequence[str] | None = None,
         allowed: Sequence[str] | None = None,
         explain: bool = False,
+        explain_contributors: int | None = None,
+        rerank: Rerank | None = None,
+        filters: Sequence[Filter] = (),
         model: str | None = None,
         model_version: int | None = None,
         request_id: str | None = None,
@@ -65,6 +68,9 @@ class AsyncRecommenderClient(ClientBase):
             exclude=exclude,
             allowed=allowed,
             explain=explain,
+            explain_contributors=explain_contributors,
+            rerank=rerank,
+            filters=filters,
             model=model,
             model_version=model_version,
             request_id=request_id,

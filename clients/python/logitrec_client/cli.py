@@ -13,6 +13,7 @@ from pathlib import Path
 from logitrec_client.client import RecommenderClient
 from logitrec_client.config import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, SERVICE_NAME, TlsConfig
 from logitrec_client.errors import LogitRecError
+from logitrec_client.queries import Filter, Rerank
 from logitrec_client.results import HealthStatus
 
 # Exit codes: 0 success (and SERVING for `health`), 1 a failed call or not serving, 2 bad usage.
@@ -29,6 +30,24 @@ def _key_value(text: str) -> tuple[str, str]:
     if not separator or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
+
+
+def _filter(text: str) -> Filter:
+    try:
+        return Filter.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _rerank(args: argparse.Namespace) -> Rerank | None:
+    settings = {
+        "popularity_beta": args.popularity_beta,
+        "mmr_lambda": args.mmr_lambda,
+        "category_cap": args.category_cap,
+    }
+    if all(value is None for value in settings.values()) and not args.cap_field:
+        return None
+    return Rerank(**settings, cap_field=args.cap_field)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,6 +106,20 @@ def _parser() -> argparse.ArgumentParser:
     recommend.add_argument(
         "--allowed", type=_id_list, metavar="ID,...", help="rank only these items"
     )
+    recommend.add_argument(
+        "--filter", type=_filter, action="append", default=[], dest="filters",
+        metavar="FIELD=A,B|FIELD>=N|FIELD<=N",
+        help="only items whose metadata match (repeatable), e.g. genres=Comedy or year>=1990",
+    )  # fmt: skip
+    recommend.add_argument(
+        "--explain", action="store_true", help="say which history items each item is due to"
+    )
+    recommend.add_argument(
+        "--popularity-beta", type=float, help="> 0 favours less popular items (-5..5)"
+    )
+    recommend.add_argument("--mmr-lambda", type=float, help="1: model order, lower: diverse")
+    recommend.add_argument("--category-cap", type=int, help="at most N items per category")
+    recommend.add_argument("--cap-field", default="", help="metadata field the cap counts")
     score = commands.add_parser("score", parents=[connection, user], help="logits of given items")
     score.add_argument(
         "--items", type=_id_list, required=True, metavar="ID,...", help="item ids to score"
@@ -128,6 +161,9 @@ def _run(client: RecommenderClient, args: argparse.Namespace) -> tuple[object, i
             exclude_seen=not args.include_seen,
             exclude=args.exclude,
             allowed=args.allowed,
+            explain=args.explain,
+            rerank=_rerank(args),
+            filters=args.filters,
             model=args.model,
             model_version=args.model_version,
         )

@@ -12,7 +12,7 @@ from logitrec_client.config import SERVICE_NAME
 from logitrec_client.errors import NotFound, rpc_errors_as_logitrec_errors
 from logitrec_client.health import CHECK_METHOD, decode_status, encode_request
 from logitrec_client.proto import recommender_pb2_grpc
-from logitrec_client.queries import DEFAULT_K, HistoryLike, RecommendQuery
+from logitrec_client.queries import DEFAULT_K, Filter, HistoryLike, RecommendQuery, Rerank
 from logitrec_client.results import HealthStatus, ModelInfo, Recommendations, Scores
 
 
@@ -50,6 +50,9 @@ class RecommenderClient(ClientBase):
         exclude: Sequence[str] | None = None,
         allowed: Sequence[str] | None = None,
         explain: bool = False,
+        explain_contributors: int | None = None,
+        rerank: Rerank | None = None,
+        filters: Sequence[Filter] = (),
         model: str | None = None,
         model_version: int | None = None,
         request_id: str | None = None,
@@ -65,7 +68,13 @@ class RecommenderClient(ClientBase):
             exclude_seen: leave out items already in the history.
             exclude: items never to return.
             allowed: when given, rank only these items.
-            explain: reserved; the v1 gateway rejects True.
+            explain: also return, per item, the history items (and context features) that
+                pushed its logit up most, measured by leaving each out (k at most the
+                gateway's max_explain_k, 20 by default).
+            explain_contributors: contributors per item with explain (default 3, at most 20).
+            rerank: re-ranking after exact scoring (popularity, diversity, category caps);
+                None: the model's defaults.
+            filters: only items whose metadata match every Filter (e.g. genres, year).
             model, model_version: which model; None means the gateway's default, latest version.
             request_id: echoed back; the gateway makes one up when None.
             timeout: this call's deadline in seconds (default: the client's).
@@ -79,6 +88,9 @@ class RecommenderClient(ClientBase):
             exclude=exclude,
             allowed=allowed,
             explain=explain,
+            explain_contributors=explain_contributors,
+            rerank=rerank,
+            filters=filters,
             model=model,
             model_version=model_version,
             request_id=request_id,

@@ -42,6 +42,56 @@ def context_strings(context: Mapping[str, object] | None) -> dict[str, str]:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Rerank:
+    """Re-ranking of the exactly scored candidates; None fields take the model's defaults.
+
+    popularity_beta: score = logit - beta * log p(item); > 0 favours less popular items, < 0
+        popular ones (range -5..5). mmr_lambda: maximal marginal relevance, 1 = the model's
+        order, lower = more diverse (0..1). category_cap: at most this many items per category
+        of cap_field (e.g. 3 per genre; 0 = no cap). calibration: weight toward the genre mix of
+        the history (0..1). The returned logits stay the model's.
+    """
+
+    popularity_beta: float | None = None
+    mmr_lambda: float | None = None
+    category_cap: int | None = None
+    cap_field: str = ""
+    calibration: float | None = None
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Return only items whose metadata `field` has any of `any_of` (a category, e.g. genres),
+    or lies within [at_least, at_most] (a number, e.g. year)."""
+
+    field: str
+    any_of: Sequence[str] = ()
+    at_least: float | None = None
+    at_most: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "any_of", item_ids(self.any_of, "any_of"))
+
+    @classmethod
+    def parse(cls, text: str) -> Filter:
+        """`genres=Comedy,Drama`, `year>=1990` or `year<=1999` (the CLI's --filter)."""
+        for operator in (">=", "<="):
+            name, found, bound = text.partition(operator)
+            if found:
+                try:
+                    value = float(bound)
+                except ValueError:
+                    raise ValueError(f"{text!r}: expected a number after {operator}") from None
+                if operator == ">=":
+                    return cls(name.strip(), at_least=value)
+                return cls(name.strip(), at_most=value)
+        name, found, values = text.partition("=")
+        if not found or not name.strip():
+            raise ValueError(f"{text!r}: expected FIELD=A,B or FIELD>=N or FIELD<=N")
+        return cls(name.strip(), any_of=[v.strip() for v in values.split(",") if v.strip()])
+
+
+@dataclass(frozen=True, kw_only=True)
 class RecommendQuery:
     """One user's request inside `recommend_batch`; the fields mean what `recommend`'s arguments do.
 
@@ -57,6 +107,9 @@ class RecommendQuery:
     exclude: Sequence[str] | None = None
     allowed: Sequence[str] | None = None
     explain: bool = False
+    explain_contributors: int | None = None
+    rerank: Rerank | None = None
+    filters: Sequence[Filter] = ()
     model: str | None = None
     model_version: int | None = None
     request_id: str | None = None
@@ -67,5 +120,6 @@ class RecommendQuery:
         object.__setattr__(self, "exclude", item_ids(self.exclude, "exclude"))
         object.__setattr__(self, "allowed", item_ids(self.allowed, "allowed"))
         object.__setattr__(self, "context", context_strings(self.context))
+        object.__setattr__(self, "filters", tuple(self.filters))
         if isinstance(self.k, bool) or not isinstance(self.k, int):
             raise TypeError(f"k must be an int, not {self.k!r}")

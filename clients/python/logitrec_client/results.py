@@ -21,6 +21,28 @@ class Timings:
     retrieve_seconds: float = 0.0
     score_seconds: float = 0.0
     total_seconds: float = 0.0
+    rerank_seconds: float = 0.0  # this request's own
+    explain_seconds: float = 0.0  # this request's own
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """Why an item was recommended: how much its logit drops when one history item (or one
+    context feature) is left out; positive means it pushed the item up."""
+
+    logit_delta: float
+    item_id: str = ""  # the history item ("" for a context feature)
+    title: str = ""
+    context_feature: str = ""  # the context feature ("" for a history item)
+    context_value: str = ""
+    history_position: int = -1  # 0 = oldest item the model read; -1 for a context feature
+
+    def __str__(self) -> str:
+        if self.context_feature:
+            because = f"your {self.context_feature} is {self.context_value or 'unknown'}"
+        else:
+            because = f"you watched {self.title or self.item_id}"
+        return f"because {because} ({self.logit_delta:+.1f})"
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,7 @@ class Recommendation:
     probability: float
     rank: int
     title: str = ""
+    contributions: tuple[Contribution, ...] = ()  # with explain: largest first
 
 
 @dataclass(frozen=True)
@@ -43,6 +66,8 @@ class Recommendations:
     `unknown_item_ids` are history items the model's catalog does not know (skipped);
     `popularity_fallback` is true when no history item was known and the items are the most
     popular ones; `history_truncated_to` > 0 says only the newest that many items were read.
+    With filters, `eligible_items` is how many catalog items matched them and `filters_widened`
+    says the pruned candidates held too few matches, so the whole catalog was ranked.
     """
 
     items: tuple[Recommendation, ...]
@@ -53,6 +78,8 @@ class Recommendations:
     history_truncated_to: int = 0
     timings: Timings = Timings()
     request_id: str = ""
+    filters_widened: bool = False
+    eligible_items: int = 0
 
     def __iter__(self) -> Iterator[Recommendation]:
         return iter(self.items)
@@ -79,7 +106,17 @@ class Recommendations:
             notes.append(f"history truncated to the newest {self.history_truncated_to}")
         if self.unknown_item_ids:
             notes.append("unknown history items: " + ", ".join(self.unknown_item_ids))
-        return f"{table}\n({'; '.join(notes)})"
+        if self.eligible_items:
+            notes.append(f"{self.eligible_items} items match the filters")
+        if self.filters_widened:
+            notes.append("filters widened the search to the whole catalog")
+        explained = [
+            f"{item.rank}. {item.title or item.item_id}: " + "; ".join(map(str, item.contributions))
+            for item in self.items
+            if item.contributions
+        ]
+        lines = [table, *explained, f"({'; '.join(notes)})"]
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -148,6 +185,7 @@ class ModelInfo:
     index_type: str
     backend: str
     candidate_count: int
+    metadata_fields: tuple[str, ...] = ()  # usable in filters and category caps
 
     def __str__(self) -> str:
         rows = [
@@ -161,6 +199,7 @@ class ModelInfo:
             ("index_type", self.index_type),
             ("backend", self.backend),
             ("candidate_count", self.candidate_count),
+            ("metadata_fields", ", ".join(self.metadata_fields) or "-"),
         ]
         return format_table(("field", "value"), [(name, str(value)) for name, value in rows])
 

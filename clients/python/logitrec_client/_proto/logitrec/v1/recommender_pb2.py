@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlogitrec/v1/recommender.proto\x12\x0blogitrec.v1\"?\n\x05\x45vent\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\"\xeb\x02\n\x10RecommendRequest\x12#\n\x07history\x18\x01 \x03(\x0b\x32\x12.logitrec.v1.Event\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12;\n\x07\x63ontext\x18\x03 \x03(\x0b\x32*.logitrec.v1.RecommendRequest.ContextEntry\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x19\n\x0c\x65xclude_seen\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\t\x12\x18\n\x10\x61llowed_item_ids\x18\x07 \x03(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\x03\x12\x0f\n\x07\x65xplain\x18\n \x01(\x08\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0f\n\r_exclude_seen\"c\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05logit\x18\x02 \x01(\x02\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\x12\x0c\n\x04rank\x18\x04 \x01(\x05\x12\r\n\x05title\x18\x05 \x01(\t\"\x80\x01\n\x07Timings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x16\n\x0e\x65ncode_seconds\x18\x02 \x01(\x01\x12\x18\n\x10retrieve_seconds\x18\x03 \x01(\x01\x12\x15\n\rscore_seconds\x18\x04 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x05 \x01(\x01\"\xf6\x01\n\x11RecommendResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.logitrec.v1.RecommendedItem\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x18\n\x10unknown_item_ids\x18\x04 \x03(\t\x12\x1b\n\x13popularity_fallback\x18\x05 \x01(\x08\x12\x1c\n\x14history_truncated_to\x18\x06 \x01(\x05\x12%\n\x07timings\x18\x07 \x01(\x0b\x32\x14.logitrec.v1.Timings\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"H\n\x15RecommendBatchRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.logitrec.v1.RecommendRequest\"K\n\x16RecommendBatchResponse\x12\x31\n\tresponses\x18\x01 \x03(\x0b\x32\x1e.logitrec.v1.RecommendResponse\"\xf9\x01\n\x0cScoreRequest\x12#\n\x07history\x18\x01 \x03(\x0b\x32\x12.logitrec.v1.Event\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x37\n\x07\x63ontext\x18\x03 \x03(\x0b\x32&.logitrec.v1.ScoreRequest.ContextEntry\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\x03\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05logit\x18\x02 \x01(\x02\"\xd3\x01\n\rScoreResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.logitrec.v1.ScoredItem\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x18\n\x10unknown_item_ids\x18\x04 \x03(\t\x12\x1f\n\x17unknown_scored_item_ids\x18\x05 \x03(\t\x12%\n\x07timings\x18\x06 \x01(\x0b\x32\x14.logitrec.v1.Timings\x12\x12\n\nrequest_id\x18\x07 \x01(\t\";\n\x13GetModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"\xe9\x01\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x17\n\x0floaded_versions\x18\x03 \x03(\x03\x12\x11\n\tnum_items\x18\x04 \x01(\x03\x12\x13\n\x0bhidden_size\x18\x05 \x01(\x05\x12\x12\n\nmax_length\x18\x06 \x01(\x05\x12\x18\n\x10\x63ontext_features\x18\x07 \x03(\t\x12\x12\n\nindex_type\x18\x08 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\t \x01(\t\x12\x17\n\x0f\x63\x61ndidate_count\x18\n \x01(\x05\x32\xd0\x02\n\x12RecommenderService\x12J\n\tRecommend\x12\x1d.logitrec.v1.RecommendRequest\x1a\x1e.logitrec.v1.RecommendResponse\x12Y\n\x0eRecommendBatch\x12\".logitrec.v1.RecommendBatchRequest\x1a#.logitrec.v1.RecommendBatchResponse\x12>\n\x05Score\x12\x19.logitrec.v1.ScoreRequest\x1a\x1a.logitrec.v1.ScoreResponse\x12S\n\x0cGetModelInfo\x12 .logitrec.v1.GetModelInfoRequest\x1a!.logitrec.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlogitrec/v1/recommender.proto\x12\x0blogitrec.v1\"?\n\x05\x45vent\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\"\xdc\x03\n\x10RecommendRequest\x12#\n\x07history\x18\x01 \x03(\x0b\x32\x12.logitrec.v1.Event\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12;\n\x07\x63ontext\x18\x03 \x03(\x0b\x32*.logitrec.v1.RecommendRequest.ContextEntry\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x19\n\x0c\x65xclude_seen\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\t\x12\x18\n\x10\x61llowed_item_ids\x18\x07 \x03(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\x03\x12\x0f\n\x07\x65xplain\x18\n \x01(\x08\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12#\n\x06rerank\x18\x0c \x01(\x0b\x32\x13.logitrec.v1.Rerank\x12,\n\x07\x66ilters\x18\r \x03(\x0b\x32\x1b.logitrec.v1.MetadataFilter\x12\x1c\n\x14\x65xplain_contributors\x18\x0e \x01(\x05\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0f\n\r_exclude_seen\"\xcb\x01\n\x06Rerank\x12\x1c\n\x0fpopularity_beta\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmmr_lambda\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0c\x63\x61tegory_cap\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x11\n\tcap_field\x18\x04 \x01(\t\x12\x18\n\x0b\x63\x61libration\x18\x05 \x01(\x01H\x03\x88\x01\x01\x42\x12\n\x10_popularity_betaB\r\n\x0b_mmr_lambdaB\x0f\n\r_category_capB\x0e\n\x0c_calibration\"u\n\x0eMetadataFilter\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06\x61ny_of\x18\x02 \x03(\t\x12\x15\n\x08\x61t_least\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07\x61t_most\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x0b\n\t_at_leastB\n\n\x08_at_most\"\x8d\x01\n\x0c\x43ontribution\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x17\n\x0f\x63ontext_feature\x18\x03 \x01(\t\x12\x15\n\rcontext_value\x18\x04 \x01(\t\x12\x13\n\x0blogit_delta\x18\x05 \x01(\x02\x12\x18\n\x10history_position\x18\x06 \x01(\x05\"\x95\x01\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05logit\x18\x02 \x01(\x02\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\x12\x0c\n\x04rank\x18\x04 \x01(\x05\x12\r\n\x05title\x18\x05 \x01(\t\x12\x30\n\rcontributions\x18\x06 \x03(\x0b\x32\x19.logitrec.v1.Contribution\"\xb1\x01\n\x07Timings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x16\n\x0e\x65ncode_seconds\x18\x02 \x01(\x01\x12\x18\n\x10retrieve_seconds\x18\x03 \x01(\x01\x12\x15\n\rscore_seconds\x18\x04 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x05 \x01(\x01\x12\x16\n\x0ererank_seconds\x18\x06 \x01(\x01\x12\x17\n\x0f\x65xplain_seconds\x18\x07 \x01(\x01\"\xa7\x02\n\x11RecommendResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.logitrec.v1.RecommendedItem\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x18\n\x10unknown_item_ids\x18\x04 \x03(\t\x12\x1b\n\x13popularity_fallback\x18\x05 \x01(\x08\x12\x1c\n\x14history_truncated_to\x18\x06 \x01(\x05\x12%\n\x07timings\x18\x07 \x01(\x0b\x32\x14.logitrec.v1.Timings\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x17\n\x0f\x66ilters_widened\x18\t \x01(\x08\x12\x16\n\x0e\x65ligible_items\x18\n \x01(\x03\"H\n\x15RecommendBatchRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.logitrec.v1.RecommendRequest\"K\n\x16RecommendBatchResponse\x12\x31\n\tresponses\x18\x01 \x03(\x0b\x32\x1e.logitrec.v1.RecommendResponse\"\xf9\x01\n\x0cScoreRequest\x12#\n\x07history\x18\x01 \x03(\x0b\x32\x12.logitrec.v1.Event\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x37\n\x07\x63ontext\x18\x03 \x03(\x0b\x32&.logitrec.v1.ScoreRequest.ContextEntry\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\x03\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05logit\x18\x02 \x01(\x02\"\xd3\x01\n\rScoreResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.logitrec.v1.ScoredItem\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x18\n\x10unknown_item_ids\x18\x04 \x03(\t\x12\x1f\n\x17unknown_scored_item_ids\x18\x05 \x03(\t\x12%\n\x07timings\x18\x06 \x01(\x0b\x32\x14.logitrec.v1.Timings\x12\x12\n\nrequest_id\x18\x07 \x01(\t\";\n\x13GetModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"\x82\x02\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x17\n\x0floaded_versions\x18\x03 \x03(\x03\x12\x11\n\tnum_items\x18\x04 \x01(\x03\x12\x13\n\x0bhidden_size\x18\x05 \x01(\x05\x12\x12\n\nmax_length\x18\x06 \x01(\x05\x12\x18\n\x10\x63ontext_features\x18\x07 \x03(\t\x12\x12\n\nindex_type\x18\x08 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\t \x01(\t\x12\x17\n\x0f\x63\x61ndidate_count\x18\n \x01(\x05\x12\x17\n\x0fmetadata_fields\x18\x0b \x03(\t2\xd0\x02\n\x12RecommenderService\x12J\n\tRecommend\x12\x1d.logitrec.v1.RecommendRequest\x1a\x1e.logitrec.v1.RecommendResponse\x12Y\n\x0eRecommendBatch\x12\".logitrec.v1.RecommendBatchRequest\x1a#.logitrec.v1.RecommendBatchResponse\x12>\n\x05Score\x12\x19.logitrec.v1.ScoreRequest\x1a\x1a.logitrec.v1.ScoreResponse\x12S\n\x0cGetModelInfo\x12 .logitrec.v1.GetModelInfoRequest\x1a!.logitrec.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,31 +38,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT']._serialized_start=46
   _globals['_EVENT']._serialized_end=109
   _globals['_RECOMMENDREQUEST']._serialized_start=112
-  _globals['_RECOMMENDREQUEST']._serialized_end=475
-  _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_start=412
-  _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_end=458
-  _globals['_RECOMMENDEDITEM']._serialized_start=477
-  _globals['_RECOMMENDEDITEM']._serialized_end=576
-  _globals['_TIMINGS']._serialized_start=579
-  _globals['_TIMINGS']._serialized_end=707
-  _globals['_RECOMMENDRESPONSE']._serialized_start=710
-  _globals['_RECOMMENDRESPONSE']._serialized_end=956
-  _globals['_RECOMMENDBATCHREQUEST']._serialized_start=958
-  _globals['_RECOMMENDBATCHREQUEST']._serialized_end=1030
-  _globals['_RECOMMENDBATCHRESPONSE']._serialized_start=1032
-  _globals['_RECOMMENDBATCHRESPONSE']._serialized_end=1107
-  _globals['_SCOREREQUEST']._serialized_start=1110
-  _globals['_SCOREREQUEST']._serialized_end=1359
-  _globals['_SCOREREQUEST_CONTEXTENTRY']._serialized_start=412
-  _globals['_SCOREREQUEST_CONTEXTENTRY']._serialized_end=458
-  _globals['_SCOREDITEM']._serialized_start=1361
-  _globals['_SCOREDITEM']._serialized_end=1405
-  _globals['_SCORERESPONSE']._serialized_start=1408
-  _globals['_SCORERESPONSE']._serialized_end=1619
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1621
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1680
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1683
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1916
-  _globals['_RECOMMENDERSERVICE']._serialized_start=1919
-  _globals['_RECOMMENDERSERVICE']._serialized_end=2255
+  _globals['_RECOMMENDREQUEST']._serialized_end=588
+  _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_start=525
+  _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_end=571
+  _globals['_RERANK']._serialized_start=591
+  _globals['_RERANK']._serialized_end=794
+  _globals['_METADATAFILTER']._serialized_start=796
+  _globals['_METADATAFILTER']._serialized_end=913
+  _globals['_CONTRIBUTION']._serialized_start=916
+  _globals['_CONTRIBUTION']._serialized_end=1057
+  _globals['_RECOMMENDEDITEM']._serialized_start=1060
+  _globals['_RECOMMENDEDITEM']._serialized_end=1209
+  _globals['_TIMINGS']._serialized_start=1212
+  _globals['_TIMINGS']._serialized_end=1389
+  _globals['_RECOMMENDRESPONSE']._serialized_start=1392
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1687
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_start=1689
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_end=1761
+  _globals['_RECOMMENDBATCHRESPONSE']._serialized_start=1763
+  _globals['_RECOMMENDBATCHRESPONSE']._serialized_end=1838
+  _globals['_SCOREREQUEST']._serialized_start=1841
+  _globals['_SCOREREQUEST']._serialized_end=2090
+  _globals['_SCOREREQUEST_CONTEXTENTRY']._serialized_start=525
+  _globals['_SCOREREQUEST_CONTEXTENTRY']._serialized_end=571
+  _globals['_SCOREDITEM']._serialized_start=2092
+  _globals['_SCOREDITEM']._serialized_end=2136
+  _globals['_SCORERESPONSE']._serialized_start=2139
+  _globals['_SCORERESPONSE']._serialized_end=2350
+  _globals['_GETMODELINFOREQUEST']._serialized_start=2352
+  _globals['_GETMODELINFOREQUEST']._serialized_end=2411
+  _globals['_GETMODELINFORESPONSE']._serialized_start=2414
+  _globals['_GETMODELINFORESPONSE']._serialized_end=2672
+  _globals['_RECOMMENDERSERVICE']._serialized_start=2675
+  _globals['_RECOMMENDERSERVICE']._serialized_end=3011
 # @@protoc_insertion_point(module_scope)
