@@ -47,6 +47,8 @@ def spawn_gateway(repository: Path, scratch: Path, *args) -> GatewayProcess:
     """Start `logitrec serve` on free ports (a later --port in `args` wins) without waiting."""
     ready = Path(scratch) / "ready.json"
     log_path = Path(scratch) / "gateway.log"
+    # A ready file left by an earlier gateway in the same folder would name its dead port.
+    ready.unlink(missing_ok=True)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "logitrec", "serve", "--repository", str(repository),

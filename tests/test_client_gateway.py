@@ -7,6 +7,7 @@ import grpc
 import pytest
 from conftest import running_gateway, spawn_gateway, stop_process
 from logitrec_client import (
+    NO_RETRIES,
     AsyncRecommenderClient,
     DeadlineExceeded,
     HealthStatus,
@@ -132,3 +133,19 @@ def test_admission_refuses_at_once_a_request_that_cannot_meet_its_deadline(repos
             assert len(stub.Recommend(request, timeout=30).items) == 3  # a patient one is served
         after = scrape(metrics_url)
     assert after['logitrec_request_failures_total{reason="overloaded"}'] == 1
+
+
+def test_a_gateway_started_again_in_the_same_folder_is_waited_for_not_its_predecessor(
+    repository, tmp_path
+):
+    from logitrec.gateway_process import spawn_gateway as spawn
+    from logitrec.gateway_process import wait_until_ready
+
+    first = wait_until_ready(spawn(repository, tmp_path))
+    stop_process(first.process)
+    second = wait_until_ready(spawn(repository, tmp_path))  # the first one's ready file is stale
+    try:
+        with RecommenderClient(second.target, retry=NO_RETRIES) as client:
+            assert len(client.recommend(["3", "4"], k=5)) == 5
+    finally:
+        stop_process(second.process)
