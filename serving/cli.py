@@ -41,7 +41,9 @@ def serve_command(
     ),
     threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime threads."),
     ort_spinning: bool | None = typer.Option(
-        None, "--ort-spinning/--no-ort-spinning", help="ONNX Runtime threads spin between ops."
+        None,
+        "--ort-spinning/--no-ort-spinning",
+        help="ONNX Runtime threads spin between ops (default off: they sleep).",
     ),
     batches_in_flight: int | None = typer.Option(
         None, "--batches-in-flight", help="Batches per version computing at once (default 1)."

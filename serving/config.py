@@ -37,9 +37,11 @@ class ServeConfig:
     versions_served: int = VERSIONS_SERVED  # newest versions loaded per model, as Triton serves
     max_message_bytes: int = 8 * 1024 * 1024
     threads: int | None = None  # ONNX Runtime intra-op threads (None: its default)
-    # ONNX Runtime's worker threads spin waiting for work between ops (its default); off,
-    # they sleep: less CPU burnt when the encoder shares cores with gRPC and FAISS
-    ort_spinning: bool = True
+    # ONNX Runtime's worker threads spin waiting for work between ops (its own default). Off
+    # (ours), they sleep: the encoder shares the cores with gRPC, FAISS and the scorer, and
+    # spinning took their time (1.56x the throughput without it on 2 cores, scratch ML-1M
+    # model, benchmarks/results/serving_pipeline.md)
+    ort_spinning: bool = False
     # Batches of one version computing at once: 2 lets batch n+1 encode while batch n is
     # retrieved and scored (see benchmarks/results/serving.md for what it pays on CPU)
     batches_in_flight: int = 1

@@ -18,7 +18,9 @@ from serving.registry import ModelVersion
 class EmbeddedBackend:
     name = "embedded"
 
-    def __init__(self, threads: int | None = None, workers: int = 2, spinning: bool = True) -> None:
+    def __init__(
+        self, threads: int | None = None, workers: int = 2, spinning: bool = False
+    ) -> None:
         self.threads = threads
         self.spinning = spinning
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ort")
