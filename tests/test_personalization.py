@@ -4,7 +4,7 @@ process on the tiny exported model, whose synthetic items carry a genre each).""
 import numpy as np
 import polars as pl
 import pytest
-from conftest import running_gateway
+from conftest import copy_repository, running_gateway
 from logitrec_client import Filter, InvalidRequest, RecommenderClient, Rerank
 
 from logitrec import repository as layout
@@ -139,3 +139,18 @@ def test_the_models_rerank_defaults_come_from_the_config_and_requests_override_t
         assert configured.recommend(HISTORY, 8).item_ids == debiased
         own_order = Rerank(popularity_beta=0.0)
         assert configured.recommend(HISTORY, 8, rerank=own_order).item_ids == plain
+
+
+def test_a_model_exported_without_metadata_refuses_filters_saying_so(tiny_repository, tmp_path):
+    repository = copy_repository(tiny_repository, tmp_path)
+    path = layout.scorer_dir(repository, "tiny", 1) / layout.CATALOG
+    pl.read_parquet(path).drop("genres").write_parquet(path)
+    with (
+        running_gateway(repository) as (target, _, _process),
+        RecommenderClient(target, timeout=30) as bare,
+    ):
+        with pytest.raises(InvalidRequest, match="exported without item metadata"):
+            bare.recommend(HISTORY, 3, filters=[Filter("genres", any_of=["Western"])])
+        with pytest.raises(InvalidRequest, match="no item metadata"):
+            bare.recommend(HISTORY, 3, rerank=Rerank(category_cap=1))
+        assert len(bare.recommend(HISTORY, 3, rerank=Rerank(popularity_beta=1.0))) == 3
