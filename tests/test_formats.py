@@ -3,7 +3,7 @@
 import json
 
 import polars as pl
-from conftest import prepare_small
+from conftest import prepare_small, run_cli
 
 from training.data.dataset import load_dataset
 
@@ -150,6 +150,39 @@ def test_sasrec_text_keeps_file_order_and_maps_ids(tmp_path):
     dataset = load_dataset(tmp_path / "ds")
     assert external_sequences(dataset) == {"1": ["300", "100", "200"], "2": ["200", "300", "100"]}
     assert dataset.timestamps is None
+
+
+def test_one_user_per_line_sequences_load_in_line_order(tmp_path):
+    # The S3Rec / RecBole layout: "user item item ...", items oldest first; told apart from
+    # "user item" lines by the file itself. A user without items is a malformed row.
+    (tmp_path / "Beauty.txt").write_text("u1 30 10 20\nu2 20  30\tq\nu3\n")
+    prepare_small(tmp_path / "Beauty.txt", tmp_path / "ds")
+    dataset = load_dataset(tmp_path / "ds")
+    assert external_sequences(dataset) == {"u1": ["30", "10", "20"], "u2": ["20", "30", "q"]}
+    assert dataset.manifest["source"]["interactions"]["format"] == "sequences"
+    assert dataset.manifest["cleaning"]["malformed_rows"] == 1
+    # With --format it is read as asked; a user on two lines gets both, in file order.
+    (tmp_path / "two.txt").write_text("u1 30\nu2 5\nu1 10 20\n")
+    prepare_small(tmp_path / "two.txt", tmp_path / "ds2", "--format", "sequences")
+    assert external_sequences(load_dataset(tmp_path / "ds2"))["u1"] == ["30", "10", "20"]
+
+
+def test_a_file_mostly_not_in_its_layout_is_refused_naming_the_line_and_layouts(tmp_path):
+    (tmp_path / "log.txt").write_text("u1,7\nu1,8\nu2,7\n")  # a CSV named .txt
+    result = run_cli("data", "prepare", tmp_path / "log.txt", "--out", tmp_path / "ds", check=False)
+    assert result.returncode == 2
+    assert "3 of 3 lines are not in the sasrec layout" in result.stderr
+    assert "line 1 reads 'u1,7'" in result.stderr and "sequences" in result.stderr
+    assert not (tmp_path / "ds").exists()
+
+
+def test_prepare_reports_the_users_and_items_the_k_core_removed(tmp_path):
+    lines = [f"u{u} {' '.join(f'i{i}' for i in range(5))}" for u in range(5)]
+    (tmp_path / "log.txt").write_text("\n".join([*lines, "lone i0 i1 i9"]) + "\n")
+    result = run_cli("data", "prepare", tmp_path / "log.txt", "--out", tmp_path / "ds")
+    cleaning = load_dataset(tmp_path / "ds").manifest["cleaning"]
+    assert (cleaning["kcore_removed_users"], cleaning["kcore_removed_items"]) == (1, 1)
+    assert "k-core 5/5 removed" in result.stdout and "1 users, 1 items" in result.stdout
 
 
 def test_ids_with_leading_zeros_stay_distinct(tmp_path):

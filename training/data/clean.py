@@ -31,6 +31,8 @@ class CleanReport:
     filtered_by_event: int = 0
     duplicate_rows: int = 0
     kcore_removed_rows: int = 0
+    kcore_removed_users: int = 0  # users (items) with rows before the k-core and none after
+    kcore_removed_items: int = 0
     kcore_iterations: int = 0
     ordering: str = "file order"
 
@@ -76,6 +78,10 @@ def clean(frame: pl.DataFrame, options: CleanOptions) -> tuple[pl.DataFrame, Cle
         options.min_item_interactions,
     )
     report.kcore_removed_rows = int((~keep).sum())
+    for role in ("user", "item"):
+        codes = kept[f"{role}_code"].to_numpy()
+        removed = len(np.unique(codes)) - len(np.unique(codes[keep]))
+        setattr(report, f"kcore_removed_{role}s", removed)
     kept = _with_codes(kept.filter(pl.Series(keep)))
     return kept, report
 

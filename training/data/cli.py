@@ -138,6 +138,7 @@ def _table(path: Path | None, id_col: str) -> TableSource | None:
 
 def _print_summary(out: Path, manifest: dict, timer: StageTimer) -> None:
     cleaning, counts, split = manifest["cleaning"], manifest["counts"], manifest["split"]
+    options = manifest["options"]["cleaning"]
     table = Table(title=f"Prepared {out}", show_header=False)
     rows = [
         ("rows read", cleaning["rows_read"]),
@@ -145,7 +146,12 @@ def _print_summary(out: Path, manifest: dict, timer: StageTimer) -> None:
         ("below --min-rating", cleaning["filtered_by_rating"]),
         ("other event types", cleaning["filtered_by_event"]),
         ("duplicates dropped", cleaning["duplicate_rows"]),
-        (f"k-core removed ({cleaning['kcore_iterations']} passes)", cleaning["kcore_removed_rows"]),
+        (
+            f"k-core {options['min_user_interactions']}/{options['min_item_interactions']} "
+            f"removed ({cleaning['kcore_iterations']} passes)",
+            f"{cleaning['kcore_removed_rows']} rows, {cleaning.get('kcore_removed_users', 0)} "
+            f"users, {cleaning.get('kcore_removed_items', 0)} items",
+        ),
         ("ordering", cleaning["ordering"]),
         ("users", counts["users"]),
         ("items", counts["items"]),

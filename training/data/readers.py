@@ -25,8 +25,20 @@ FIXED_LAYOUTS = {
     # SASRec/BERT4Rec benchmark text: "user item" per line, lines in time order
     "sasrec": (" ", ["user", "item"]),
 }
+# One line per user: "user item item ..." (the S3Rec / RecBole sequence layout), items oldest
+# first, separated by spaces or tabs.
+SEQUENCES = "sequences"
 TABLE_FORMATS = ("csv", "tsv", "parquet")
-FORMATS = ("auto", *TABLE_FORMATS, *FIXED_LAYOUTS)
+FORMATS = ("auto", *TABLE_FORMATS, *FIXED_LAYOUTS, SEQUENCES)
+# What each text layout looks like, for the error when most lines are not that.
+EXPECTED_LINES = {
+    "movielens": "UserID::MovieID::Rating::Timestamp",
+    "movielens-100k": "user<TAB>item<TAB>rating<TAB>timestamp",
+    "sasrec": "'user item', one interaction per line",
+    SEQUENCES: "'user item item ...', one user per line",
+}
+# Lines sniffed to tell a .txt file's layout.
+SNIFFED_LINES = 50
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +65,7 @@ def detect_format(path: Path) -> str:
     if name.endswith(".dat"):
         return "movielens"
     if name.endswith(".txt"):
-        return "sasrec"
+        return _text_layout(path)
     guessed = table_format(path)
     if guessed is None:
         raise InputError(
@@ -61,6 +73,20 @@ def detect_format(path: Path) -> str:
             f"({', '.join(FORMATS[1:])})"
         )
     return guessed
+
+
+def _text_layout(path: Path) -> str:
+    """A .txt file holds either one interaction per line ("user item": sasrec) or one user per
+    line ("user item item ...": sequences); most of its first lines say which."""
+    fields = []
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if line.strip():
+                fields.append(len(line.split()))
+            if len(fields) == SNIFFED_LINES:
+                break
+    longer = sum(1 for count in fields if count > 2)
+    return SEQUENCES if fields and longer * 2 > len(fields) else "sasrec"
 
 
 def read_interactions(source: InteractionSource) -> tuple[pl.DataFrame, str]:
@@ -71,7 +97,9 @@ def read_interactions(source: InteractionSource) -> tuple[pl.DataFrame, str]:
     fmt = detect_format(path) if source.format == "auto" else source.format
     if fmt not in FORMATS:
         raise InputError(f"--format: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if fmt in FIXED_LAYOUTS:
+    if fmt == SEQUENCES:
+        frame = _read_sequences(path, source.encoding)
+    elif fmt in FIXED_LAYOUTS:
         frame = _read_fixed_layout(path, fmt, source.encoding)
     else:
         frame = _read_table(path, fmt, source)
@@ -82,16 +110,57 @@ def _read_fixed_layout(path: Path, fmt: str, encoding: str) -> pl.DataFrame:
     separator, fields = FIXED_LAYOUTS[fmt]
     parts = pl.col("line").str.strip_chars().str.split(separator)
     well_formed = parts.list.len() == len(fields)
-    raw = (
-        read_lines(path, encoding)
-        .to_frame("line")
-        .with_row_index("row")
-        .select(
-            "row",
-            *(pl.when(well_formed).then(parts.list.get(i)).alias(f) for i, f in enumerate(fields)),
-        )
+    lines = read_lines(path, encoding).to_frame("line").with_row_index("row")
+    _check_mostly_well_formed(path, fmt, lines, lines.select(well_formed)["line"])
+    raw = lines.select(
+        "row",
+        *(pl.when(well_formed).then(parts.list.get(i)).alias(f) for i, f in enumerate(fields)),
     )
     return _typed(raw, path, first_line=1, unit="line", labels={f: f"field {f}" for f in fields})
+
+
+def _read_sequences(path: Path, encoding: str) -> pl.DataFrame:
+    """One user per line, items oldest first: one interaction per item, in file order (a user
+    on several lines gets the lines' items one after the other)."""
+    lines = read_lines(path, encoding).to_frame("line").with_row_index("line_number")
+    tokens = pl.col("line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
+    _check_mostly_well_formed(path, SEQUENCES, lines, lines.select(tokens.list.len() >= 2)["line"])
+    users = lines.filter(pl.col("line").str.strip_chars() != "").select(
+        "line_number",
+        tokens.list.first().alias("user"),
+        tokens.list.slice(1).alias("item"),
+    )
+    has_items = pl.col("item").list.len() > 0
+    exploded = users.filter(has_items).explode("item")
+    # A line with a user and no item keeps one row with a null item, counted as malformed.
+    empty = users.filter(~has_items).select(
+        "line_number", "user", pl.lit(None, pl.String).alias("item")
+    )
+    raw = (
+        pl.concat([exploded, empty])
+        .sort("line_number", maintain_order=True)
+        .with_row_index("row")
+        .select("row", "user", "item")
+    )
+    labels = {"user": "user (first field)", "item": "items"}
+    return _typed(raw, path, first_line=1, unit="interaction", labels=labels)
+
+
+def _check_mostly_well_formed(path: Path, fmt: str, lines: pl.DataFrame, good: pl.Series) -> None:
+    """Most lines not in the layout means the wrong layout (or file): say so with the first
+    such line, rather than let cleaning drop them all and report an empty dataset."""
+    blank = lines["line"].str.strip_chars() == ""
+    bad = ~good.fill_null(False) & ~blank
+    if int(bad.sum()) * 2 <= int((~blank).sum()):
+        return
+    first = int(bad.arg_true()[0])
+    other = ", ".join(f for f in EXPECTED_LINES if f != fmt)
+    raise InputError(
+        f"{path}: {int(bad.sum())} of {int((~blank).sum())} lines are not in the {fmt} layout "
+        f"({EXPECTED_LINES[fmt]}); line {first + 1} reads {lines['line'][first][:80]!r}. "
+        f"Pass --format for another layout ({other}; csv, tsv, parquet with --user-col and "
+        "--item-col)"
+    )
 
 
 def _read_table(path: Path, fmt: str, source: InteractionSource) -> pl.DataFrame:
