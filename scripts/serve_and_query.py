@@ -1,5 +1,6 @@
 """The main job's last step: start the gateway on an exported repository, ask it for
-recommendations through the Python client, print them with titles, stop the gateway.
+recommendations through the Python client, print them with titles (and, for the first user,
+explained and re-ranked toward less popular items), stop the gateway.
 
     python scripts/serve_and_query.py --repository artifacts/model_repository [--users 2]
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from logitrec_client import RecommenderClient
+from logitrec_client import RecommenderClient, Rerank
 
 from logitrec import repository as layout
 from logitrec.gateway_process import GatewayFailed, running_gateway
@@ -47,6 +48,9 @@ def main() -> None:
                 recent = "; ".join(titles[i - 1] or ids[i - 1] for i in row[-5:] if i)
                 print(f"\nhistory of {len(history)} items, most recent: {recent}")
                 print(client.recommend(history, k=args.k))
+            history = [ids[i - 1] for i in histories[0] if i]
+            print("\nthe first user again, explained, less popular items favoured (beta 0.4):")
+            print(client.recommend(history, k=5, explain=True, rerank=Rerank(popularity_beta=0.4)))
     except GatewayFailed as error:
         raise SystemExit(str(error)) from None
 

@@ -110,10 +110,12 @@ class Recommendations:
             notes.append(f"{self.eligible_items} items match the filters")
         if self.filters_widened:
             notes.append("filters widened the search to the whole catalog")
+        # "Because" reads only for what pushed an item up; the rest stay in `contributions`.
+        supporting = [[c for c in item.contributions if c.logit_delta > 0] for item in self.items]
         explained = [
-            f"{item.rank}. {item.title or item.item_id}: " + "; ".join(map(str, item.contributions))
-            for item in self.items
-            if item.contributions
+            f"{item.rank}. {item.title or item.item_id}: " + "; ".join(map(str, reasons))
+            for item, reasons in zip(self.items, supporting, strict=True)
+            if reasons
         ]
         lines = [table, *explained, f"({'; '.join(notes)})"]
         return "\n".join(lines)
