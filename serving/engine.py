@@ -161,7 +161,9 @@ class Engine:
     async def _explained(self, key: tuple[str, int], query: Query, answer: Answer) -> Answer:
         """The answer with its explanations, from the version's explanation lane."""
         started = time.perf_counter()
-        explainer = self._explainers[key]
+        explainer = self._explainers.get(key)
+        if explainer is None:  # unloaded while this request was being ranked
+            raise ModelNotFound(f"model_version: {key[0]} version {key[1]} was unloaded")
         job = ExplainJob(query, answer.ranked.items)
         explanations = await explainer.submit(job, query.deadline)
         self.metrics.explanations.inc()
@@ -181,6 +183,9 @@ class Engine:
         self._retiring.add(key)
         try:
             await self._batchers[key].close()
+            # Requests answered just now queue their explanations on their next turn: let them
+            # reach the lane before it closes (it finishes what it holds).
+            await asyncio.sleep(0)
             await self._explainers[key].close()
         finally:
             del self._batchers[key]
