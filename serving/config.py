@@ -7,6 +7,7 @@ from pathlib import Path
 
 from logitrec.errors import InputError
 from logitrec.repository import DEFAULT_CANDIDATE_COUNT, VERSIONS_SERVED
+from serving.rerank import RerankSettings
 
 BACKENDS = ("embedded", "triton")
 
@@ -239,8 +240,6 @@ def rerank_defaults(table: dict, model: str) -> dict:
 
 
 def validate_rerank_defaults(table: dict) -> None:
-    from serving.rerank import RerankSettings
-
     known = {f.name for f in fields(RerankSettings)}
     scopes = {"[serve.rerank]": {k: v for k, v in table.items() if not isinstance(v, dict)}}
     scopes.update({f"[serve.rerank.{k}]": v for k, v in table.items() if isinstance(v, dict)})

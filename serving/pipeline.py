@@ -63,8 +63,7 @@ def search_width(query: Query, candidate_count: int, num_items: int) -> int:
     """How many hits to ask the index for, so `candidate_count` survive the exclusions (the
     filters' are not counted: they can rule out most of the catalog; a filtered query left
     with too few candidates is widened to the whole catalog instead)."""
-    requested = len(query.exclude) if query.requested_exclusions < 0 else query.requested_exclusions
-    return min(num_items, candidate_count + requested)
+    return min(num_items, candidate_count + len(query.exclude) - query.filter_exclusions)
 
 
 def top_k(candidates: np.ndarray, logits: np.ndarray, k: int) -> Ranked:

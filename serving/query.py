@@ -32,12 +32,16 @@ class Query:
     # then keeps `depth` items by logit for the re-ranker to choose k from.
     rerank: RerankSettings | None = None
     depth_by_logit: int = 0  # 0: k
-    # Metadata filters, folded into `exclude` (so every path honours them); `requested_exclusions`
-    # is how many exclusions are not the filters', which sizes the index search.
-    filtered: bool = False
+    # Metadata filters, folded into `exclude` (so every path honours them); `filter_exclusions`
+    # is how many of those exclusions only the filters made, which the index search does not
+    # count when sizing itself.
     eligible_items: int = 0  # items the filters left (0 without filters)
-    requested_exclusions: int = -1  # -1: all of `exclude`
+    filter_exclusions: int = 0
     explain: int = 0  # contributors per returned item (0: no explanation)
+
+    @property
+    def filtered(self) -> bool:
+        return self.eligible_items > 0  # filters that leave nothing are refused
 
     @property
     def depth(self) -> int:
@@ -155,13 +159,15 @@ def prepare_query(
     if exclude_seen:
         exclude = np.union1d(exclude, known_items)
     exclude = np.sort(exclude).astype(np.int64)  # sorted: the exact path masks it by ranges
-    requested_exclusions, eligible_items = len(exclude), 0
+    eligible_items, filter_exclusions = 0, 0
     if filters:
         ineligible = _filtered_out(model, filters)
         eligible_items = model.num_items - len(ineligible)
-        exclude = np.union1d(exclude, ineligible).astype(np.int64)
         if eligible_items == 0:
             raise InvalidRequest("filters", "no item of the catalog matches every filter")
+        requested = len(exclude)
+        exclude = np.union1d(exclude, ineligible).astype(np.int64)
+        filter_exclusions = len(exclude) - requested
     allowed = score_items = None
     if allowed_ids:
         allowed = _map_ids(model, allowed_ids, "allowed_item_ids", unique=True)
@@ -193,9 +199,8 @@ def prepare_query(
         deadline=deadline,
         rerank=rerank,
         depth_by_logit=depth,
-        filtered=bool(filters),
         eligible_items=eligible_items,
-        requested_exclusions=requested_exclusions,
+        filter_exclusions=filter_exclusions,
         explain=explain,
     )
 

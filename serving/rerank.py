@@ -318,8 +318,8 @@ def candidate_pool(k: int, settings: RerankSettings) -> int:
 def log_popularity(popularity: np.ndarray) -> np.ndarray:
     """log p(i) per item index [N + 1] (row 0: 0), p add-one smoothed training popularity: an
     item never seen in training keeps a finite score."""
-    counts = np.asarray(popularity, dtype=np.float64) + 1.0
-    return np.concatenate([[0.0], np.log(counts / counts.sum())])
+    every_item = np.arange(1, len(popularity) + 1)
+    return np.concatenate([[0.0], log_popularity_of(popularity, every_item)])
 
 
 def log_popularity_of(popularity: np.ndarray, items: np.ndarray) -> np.ndarray:
