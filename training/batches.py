@@ -33,6 +33,16 @@ def training_windows(
     `train_end` overrides the split's training prefix lengths (see `with_validation_items`).
     """
     train_end = dataset.split.train_end if train_end is None else train_end
+    users, starts, ends = _window_bounds(dataset, width, older, train_end)
+    inputs = left_padded(dataset.item_indices, starts, ends - 1, width)
+    targets = left_padded(dataset.item_indices, starts + 1, ends, width)
+    return inputs, targets, users
+
+
+def _window_bounds(
+    dataset: Dataset, width: int, older: bool, train_end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each window's user row and the flat [start, end) of the sequence part it ends at."""
     users = np.flatnonzero(train_end >= 2)
     starts = dataset.offsets[users]
     ends = starts + train_end[users]
@@ -44,9 +54,41 @@ def training_windows(
         starts = np.repeat(starts, counts)
         back = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         ends = np.repeat(ends, counts) - back * width
+    return users, starts, ends
+
+
+def windows_by_age(
+    dataset: Dataset,
+    width: int,
+    train_end: np.ndarray,
+    learned: np.ndarray,
+    replay_ratio: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training windows for an incremental run: every window with a transition the model has
+    not learned from (a target at position >= `learned[user]`), plus a seeded random sample of
+    `replay_ratio` times as many windows of already-learned transitions (against forgetting).
+
+    Each window keeps its whole history as input; its targets are only the new transitions,
+    or only the old ones for a replayed window. Returns inputs, targets and user rows, new
+    windows first.
+    """
+    users, starts, ends = _window_bounds(dataset, width, True, train_end)
     inputs = left_padded(dataset.item_indices, starts, ends - 1, width)
     targets = left_padded(dataset.item_indices, starts + 1, ends, width)
-    return inputs, targets, users
+    # Sequence position of each target column: column j of a window ending at `end` holds
+    # the item at end - width + j.
+    position = (ends - starts)[:, None] - width + np.arange(width)[None, :]
+    is_new = (targets != 0) & (position >= learned[users][:, None])
+    new_targets = np.where(is_new, targets, 0)
+    old_targets = np.where(is_new, 0, targets)
+    fresh = np.flatnonzero(new_targets.any(axis=1))
+    replayable = np.flatnonzero(old_targets.any(axis=1))
+    count = min(len(replayable), round(replay_ratio * len(fresh)))
+    replayed = np.sort(np.random.default_rng(seed).choice(replayable, count, replace=False))
+    rows = np.concatenate([fresh, replayed])
+    chosen_targets = np.concatenate([new_targets[fresh], old_targets[replayed]])
+    return inputs[rows], chosen_targets, users[rows]
 
 
 def validation_subset(num_targets: int, count: int | None, seed: int) -> np.ndarray | None:

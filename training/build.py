@@ -12,7 +12,7 @@ import torch.distributed as dist
 from logitrec.errors import InputError
 from training.batches import training_windows, with_validation_items
 from training.checkpoint import CheckpointConfig, new_checkpoint_config
-from training.config import TrainConfig
+from training.config import TrainConfig, uses_item_text
 from training.data.dataset import Dataset
 from training.features import (
     MINILM,
@@ -92,9 +92,7 @@ def build_model(config: TrainConfig, dataset: Dataset) -> tuple[LogitLM, Checkpo
     """A new model for `dataset` and the checkpoint config that rebuilds it."""
     vocabulary = context_vocabulary(dataset.users, config.model.context_features)
     backbone_config, weights_path = _backbone(config, len(vocabulary))
-    use_text = config.model.item_text
-    if use_text is None:
-        use_text = config.model.backbone != "scratch"
+    use_text = uses_item_text(config.model)
     item_text = text_embeddings(item_texts(dataset.items), minilm_path()) if use_text else None
     model = LogitLM(
         config.model,

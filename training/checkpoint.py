@@ -3,7 +3,9 @@
 `config.json` (a `CheckpointConfig`) rebuilds the model and `model.safetensors` fills it.
 Beside them: `items.parquet` (index -> external id, title, training popularity), a fixed sample
 of real test histories for the exporter's parity check (`parity_histories.npy`,
-`parity_context.npy`), `metrics.json`, `train_log.jsonl`, `training_curve.png`, and `resume/`
+`parity_context.npy`), the users and how much of their sequences were trained on
+(`trained_users.parquet`, for incremental training), `metrics.json`, `train_log.jsonl`,
+`training_curve.png`, and `resume/`
 (last-epoch weights, optimizer state, trainer state). With these an export needs no dataset.
 No pickle anywhere. The trainer builds the whole directory under a temporary name; a file
 written into an existing checkpoint (`logitrec checkpoint upgrade`) replaces its name whole.
@@ -36,6 +38,9 @@ REQUIRED = ("config.json", "model.safetensors", "items.parquet")
 ITEMS = "items.parquet"
 PARITY_HISTORIES = "parity_histories.npy"
 PARITY_CONTEXT = "parity_context.npy"
+# user_id (index order) and how much of each user's sequence training used: what an incremental
+# run on an appended dataset checks its users against and counts as already learned.
+TRAINED_USERS = "trained_users.parquet"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -284,6 +289,27 @@ def load_items(directory: Path) -> pl.DataFrame:
         raise _upgrade_hint(directory, f"item popularity in {ITEMS}")
     columns = ["item_index", "item_id", *(["title"] if "title" in items.columns else [])]
     return items.select(*columns, pl.col("popularity").cast(pl.Int64)).sort("item_index")
+
+
+def write_trained_users(directory: Path, users: pl.DataFrame, lengths: np.ndarray) -> None:
+    """trained_users.parquet: `user_id` in user_index order and `trained_length`, the number
+    of leading items of that user's sequence training learned from."""
+    frame = users.sort("user_index").select(
+        "user_id", pl.Series("trained_length", np.asarray(lengths, dtype=np.int64))
+    )
+    with replacing_file(Path(directory) / TRAINED_USERS) as temporary:
+        frame.write_parquet(temporary)
+
+
+def load_trained_users(directory: Path) -> pl.DataFrame:
+    path = Path(directory) / TRAINED_USERS
+    if not path.is_file():
+        raise InputError(
+            f"{directory}: the checkpoint has no {TRAINED_USERS} (written by an older logitrec), "
+            "so it cannot say which interactions it learned from; train it again to update it "
+            "incrementally"
+        )
+    return pl.read_parquet(path)
 
 
 def has_parity_sample(directory: Path) -> bool:

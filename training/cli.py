@@ -8,7 +8,16 @@ import typer
 
 from logitrec.errors import InputError
 
-_NOT_SETTINGS = ("data", "out", "config", "resume", "force", "quiet", "eval_users")
+_NOT_SETTINGS = (
+    "data",
+    "out",
+    "config",
+    "resume",
+    "incremental",
+    "force",
+    "quiet",
+    "eval_users",
+)
 
 
 def train_command(
@@ -42,6 +51,11 @@ def train_command(
     ),
     item_text: bool | None = typer.Option(
         None, "--item-text/--no-item-text", help="Title embeddings."
+    ),
+    item_id_dropout: float | None = typer.Option(
+        None,
+        help="With item text: chance per item and step of reading it from its title alone "
+        "(teaches the title projection to stand for new items; default 0).",
     ),
     tie_weights: bool | None = typer.Option(
         None, "--tie-weights/--no-tie-weights", help="Head shares the input item vectors."
@@ -95,6 +109,16 @@ def train_command(
     device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     threads: int | None = typer.Option(None, help="CPU threads."),
     resume: Path | None = typer.Option(None, help="Continue from this checkpoint's resume state."),
+    incremental: bool = typer.Option(
+        False,
+        "--incremental",
+        help="With --resume: update that checkpoint on --data, a dataset extending its own "
+        "(`data prepare --append-to`): new items get rows, and it trains on the interactions it "
+        "has not learned from plus --replay-ratio times as many it has.",
+    ),
+    replay_ratio: float | None = typer.Option(
+        None, help="--incremental: replayed windows of learned interactions per new one (1)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing checkpoint directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -110,6 +134,8 @@ def train_command(
     if context_features is not None and context_features not in ("auto",):
         names = context_features.split(",") if context_features != "none" else []
         overrides["context_features"] = tuple(f.strip() for f in names if f.strip())
+    if incremental:
+        _refuse_model_settings(overrides)
     train_config = load_config(config, overrides)
     metrics = train(
         train_config,
@@ -119,6 +145,7 @@ def train_command(
         force=force,
         show_progress=not quiet,
         eval_users=eval_users,
+        incremental=incremental,
     )
     if metrics:
         typer.echo(
@@ -127,6 +154,20 @@ def train_command(
                 indent=2,
             )
         )
+
+
+def _refuse_model_settings(overrides: dict) -> None:
+    """An incremental run keeps the checkpoint's model: a shape flag would be silently unused."""
+    from dataclasses import fields
+
+    from training.config import ModelConfig
+
+    given = [
+        name for name in (f.name for f in fields(ModelConfig)) if overrides.get(name) is not None
+    ]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise InputError(f"{flag}: with --incremental the model's settings come from --resume")
 
 
 def evaluate_command(
@@ -198,3 +239,22 @@ def upgrade_command(
 
     written = upgrade_checkpoint(checkpoint, data)
     typer.echo(json.dumps({"checkpoint": str(checkpoint), "written": written}, indent=2))
+
+
+@checkpoint_app.command("add-items")
+def add_items_command(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint of a model that reads item text."),
+    items: Path = typer.Option(
+        ..., "--items", help="Table of new items: an id column and a title (CSV/TSV/Parquet)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="The grown checkpoint to write."),
+    items_id_col: str = typer.Option("item_id", help="Item id column of the table."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+) -> None:
+    """Add new items to a checkpoint's catalog by their text, without training (cold start):
+    each new item's vector is its title's projection."""
+    from training.data.tables import TableSource
+    from training.incremental import add_items
+
+    added = add_items(checkpoint, TableSource(path=items, id_col=items_id_col), out, force=force)
+    typer.echo(json.dumps(added, indent=2))

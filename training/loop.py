@@ -37,6 +37,7 @@ class Objective(torch.nn.Module):
     def forward(self, inputs, targets, context):
         # Drawn for every loss (ce ignores them) so the random stream is the same whatever the loss.
         drawn = self.sampler.draw()
+        self.model.drop_item_ids()
         hidden = self.model.hidden_states(inputs, context, sparse=self.sparse_rows)
         real = targets != 0
         hidden, targets = hidden[real], targets[real]

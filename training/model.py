@@ -121,6 +121,7 @@ class LogitLM(nn.Module):
         else:
             self.item_text = None
             self.text_projection = None
+        self._id_keep: torch.Tensor | None = None  # this step's item-id dropout mask
         self.context_embeddings = nn.ModuleList(
             nn.Embedding(cardinality + 1, hidden) for cardinality in context_cardinalities
         )
@@ -133,17 +134,34 @@ class LogitLM(nn.Module):
     def context_tokens(self) -> int:
         return len(self.context_embeddings)
 
+    def drop_item_ids(self, generator: torch.Generator | None = None) -> None:
+        """Draw this training step's item-id dropout: each item's id embedding is left out
+        (the item is its title projection alone) with probability `item_id_dropout`, so the
+        projection learns to stand for items it has never seen (cold start). Off in eval mode."""
+        rate = self.config.item_id_dropout
+        if not (self.training and rate > 0 and self.text_projection is not None):
+            self._id_keep = None
+            return
+        device = self.item_embedding.weight.device
+        draw = torch.rand(self.num_items + 1, generator=generator, device=device)
+        self._id_keep = (draw >= rate).to(self.item_embedding.weight.dtype)
+
     def item_vectors(
         self, items: torch.Tensor | None = None, *, sparse: bool = False
     ) -> torch.Tensor:
         """Input vectors of `items` (all items, padding row included, when None). With `sparse`
         the id table's gradient is a sparse tensor holding only the looked-up rows."""
+        keep = self._id_keep if self.training else None
         if items is None:
             vectors = self.item_embedding.weight
+            if keep is not None:
+                vectors = vectors * keep[:, None]
             if self.text_projection is not None:
                 vectors = vectors + self.text_projection(self.item_text)
             return vectors
         vectors = F.embedding(items, self.item_embedding.weight, padding_idx=0, sparse=sparse)
+        if keep is not None:
+            vectors = vectors * keep[items].unsqueeze(-1)
         if self.text_projection is not None:
             vectors = vectors + self.text_projection(self.item_text[items])
         return vectors

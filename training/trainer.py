@@ -30,6 +30,7 @@ from training.build import (
     init_distributed,
     resolve_device,
     seed_everything,
+    training_ends,
     uses_sparse_rows,
 )
 from training.checkpoint import CheckpointConfig
@@ -37,6 +38,7 @@ from training.config import TrainConfig
 from training.data.dataset import Dataset
 from training.evaluate import ScoreFunction, evaluate_scores, evaluate_split, model_scores
 from training.features import context_indices
+from training.incremental import incremental_config, incremental_windows, start_from
 from training.loop import (
     Epoch,
     Optimisation,
@@ -91,12 +93,19 @@ def train(
     force: bool = False,
     show_progress: bool = True,
     eval_users: int | None = None,
+    incremental: bool = False,
 ) -> dict:
     """Train, keep the best epoch by validation NDCG@10, and write the checkpoint directory.
 
     With `eval_users`, the final evaluation of each split runs on a fixed random sample of that
-    many users (drawn with the run's seed) and reports 95% intervals."""
-    run, state = _set_up(config, dataset, resume_from, show_progress)
+    many users (drawn with the run's seed) and reports 95% intervals. With `incremental`,
+    `resume_from` is a checkpoint trained on a dataset that `dataset` extends: its model grows
+    to the new catalog and trains on what it has not learned (training/incremental.py)."""
+    if incremental:
+        if resume_from is None:
+            raise InputError("--incremental: needs --resume CHECKPOINT (the model to update)")
+        config = incremental_config(config, resume_from)
+    run, state = _set_up(config, dataset, resume_from, show_progress, incremental)
     target = Path(out_dir)
     main = run.distributed.is_main
     writer = (
@@ -106,7 +115,7 @@ def train(
     )
     with writer as staging:
         if main:
-            _write_inputs(run, staging, resume_from)
+            _write_inputs(run, staging, None if incremental else resume_from)
         stopped, failure = _train_epochs(run, state, staging)
         if main:
             metrics = _finish(
@@ -123,9 +132,16 @@ def train(
 
 
 def _set_up(
-    config: TrainConfig, dataset: Dataset, resume_from: Path | None, show: bool
+    config: TrainConfig,
+    dataset: Dataset,
+    resume_from: Path | None,
+    show: bool,
+    incremental: bool = False,
 ) -> tuple[Run, TrainerState]:
-    """Process, seeds, model, optimizer (resumed when asked), windows and validation rows."""
+    """Process, seeds, model, optimizer (resumed when asked), windows and validation rows.
+
+    An incremental run starts from the checkpoint's best weights, grown to the new catalog,
+    with a fresh optimizer and schedule (the old moments have the old shapes)."""
     distributed, device = init_distributed(resolve_device(config.device))
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -133,13 +149,17 @@ def _set_up(
     if int((dataset.split.valid_position >= 0).sum()) == 0:
         raise InputError(f"{dataset.path}: the dataset has no validation targets to stop on")
 
-    model, checkpoint_config = build_model(config, dataset)
+    learned = None
+    if incremental:
+        model, checkpoint_config, learned = start_from(resume_from, config, dataset)
+    else:
+        model, checkpoint_config = build_model(config, dataset)
     state = TrainerState()
     sparse_rows = uses_sparse_rows(config, distributed.world_size)
     optimizer = build_optimizer(model, config, sparse_rows)
     model.to(device)
     average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
-    if resume_from is not None:
+    if resume_from is not None and not incremental:
         state = load_resume(model, optimizer, average, config, Path(resume_from))
 
     context = context_indices(dataset.users, checkpoint_config.context_vocabulary)
@@ -151,7 +171,11 @@ def _set_up(
         validated_users(checkpoint_config, len(valid_rows["targets"])),
         model_scores(model, context, device, amp=config.amp),
     )
-    windows = build_windows(dataset, config, validation.rows, validation.subset, context)
+    if learned is None:
+        windows = build_windows(dataset, config, validation.rows, validation.subset, context)
+    else:
+        train_end = training_ends(dataset, config, validation.rows, validation.subset)
+        windows = incremental_windows(dataset, config, train_end, learned, context)
     objective = build_objective(model, config, windows, device, sparse_rows)
     if distributed.world_size > 1:
         objective = torch.nn.parallel.DistributedDataParallel(objective)
@@ -183,6 +207,9 @@ def _write_inputs(run: Run, staging: Path, resume_from: Path | None) -> None:
     """What the checkpoint holds from the start: config, catalog, parity sample."""
     ckpt.write_config(staging, run.checkpoint)
     write_serving_inputs(staging, run.dataset, run.checkpoint)
+    validation = run.validation
+    trained = training_ends(run.dataset, run.config, validation.rows, validation.subset)
+    ckpt.write_trained_users(staging, run.dataset.users, trained)
     if resume_from is not None and (Path(resume_from) / "model.safetensors").is_file():
         # The best weights so far travel with the resumed run.
         shutil.copyfile(Path(resume_from) / "model.safetensors", staging / "model.safetensors")

@@ -10,6 +10,7 @@ from rich.table import Table
 from logitrec.atomic import atomic_directory
 from logitrec.errors import InputError
 from logitrec.progress import StageTimer
+from training.data.append import append
 from training.data.clean import DEDUP_MODES, CleanOptions
 from training.data.dataset import load_dataset
 from training.data.prepare import PrepareOptions, known_layout, prepare
@@ -79,13 +80,21 @@ def prepare_command(
         0.1, help="Temporal split: share of interactions in valid."
     ),
     test_fraction: float = typer.Option(0.1, help="Temporal split: share of interactions in test."),
+    append_to: Path | None = typer.Option(
+        None,
+        "--append-to",
+        help="An existing dataset directory: the new interactions extend it, keeping its item "
+        "and user indices (new ones come after); the k-core minimums apply to new items and "
+        "users only.",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
     as_json: bool = typer.Option(
         False, "--json", help="Print the manifest (and stage timings) as JSON."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
-    """Turn raw interaction logs into a dataset directory (sequences, split, id maps)."""
+    """Turn raw interaction logs into a dataset directory (sequences, split, id maps), or
+    extend an existing one with new interactions (--append-to)."""
     layout = {"interactions": source}
     if source.is_dir():
         layout = known_layout(source)
@@ -125,7 +134,10 @@ def prepare_command(
     if keep_events and not event_col:
         raise InputError("--keep-events needs --event-col (the column holding the event type)")
     timer = StageTimer(show=not quiet and not as_json)
-    manifest = prepare(options, out, force=force, timer=timer)
+    if append_to is not None:
+        manifest = append(options, append_to, out, force=force, timer=timer)
+    else:
+        manifest = prepare(options, out, force=force, timer=timer)
     if as_json:
         typer.echo(json.dumps({**manifest, "timings_seconds": timer.seconds}, indent=2))
     else:
@@ -138,7 +150,6 @@ def _table(path: Path | None, id_col: str) -> TableSource | None:
 
 def _print_summary(out: Path, manifest: dict, timer: StageTimer) -> None:
     cleaning, counts, split = manifest["cleaning"], manifest["counts"], manifest["split"]
-    options = manifest["options"]["cleaning"]
     table = Table(title=f"Prepared {out}", show_header=False)
     rows = [
         ("rows read", cleaning["rows_read"]),
@@ -146,12 +157,7 @@ def _print_summary(out: Path, manifest: dict, timer: StageTimer) -> None:
         ("below --min-rating", cleaning["filtered_by_rating"]),
         ("other event types", cleaning["filtered_by_event"]),
         ("duplicates dropped", cleaning["duplicate_rows"]),
-        (
-            f"k-core {options['min_user_interactions']}/{options['min_item_interactions']} "
-            f"removed ({cleaning['kcore_iterations']} passes)",
-            f"{cleaning['kcore_removed_rows']} rows, {cleaning.get('kcore_removed_users', 0)} "
-            f"users, {cleaning.get('kcore_removed_items', 0)} items",
-        ),
+        _kcore_row(manifest),
         ("ordering", cleaning["ordering"]),
         ("users", counts["users"]),
         ("items", counts["items"]),
@@ -161,11 +167,41 @@ def _print_summary(out: Path, manifest: dict, timer: StageTimer) -> None:
             f"{split['valid_targets']} valid / {split['test_targets']} test targets",
         ),
         ("items with a title", manifest["item_text"]["items_with_title"]),
+        *_appended_rows(manifest.get("appended")),
         ("time", f"{sum(timer.seconds.values()):.1f} s"),
     ]
     for name, value in rows:
         table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
     Console().print(table)
+
+
+def _kcore_row(manifest: dict) -> tuple[str, object]:
+    cleaning = manifest["cleaning"]
+    options = manifest["options"]["cleaning"]
+    minimums = f"{options['min_user_interactions']}/{options['min_item_interactions']}"
+    if manifest.get("appended"):  # no k-core over a new slice: minimums for new ids only
+        return ("k-core", f"none (new users / items need {minimums} events)")
+    return (
+        f"k-core {minimums} removed ({cleaning['kcore_iterations']} passes)",
+        f"{cleaning['kcore_removed_rows']} rows, {cleaning.get('kcore_removed_users', 0)} "
+        f"users, {cleaning.get('kcore_removed_items', 0)} items",
+    )
+
+
+def _appended_rows(appended: dict | None) -> list[tuple[str, object]]:
+    if not appended:
+        return []
+    return [
+        ("appended to", appended["to"]),
+        ("new interactions", appended["new_interactions"]),
+        ("new items / users", f"{appended['new_items']:,} / {appended['new_users']:,}"),
+        (
+            "events of rare new items / users dropped",
+            f"{appended['rows_of_rare_new_items_dropped']:,} / "
+            f"{appended['rows_of_rare_new_users_dropped']:,}",
+        ),
+        ("late events (time raised)", appended["late_events_clamped"]),
+    ]
 
 
 @data_app.command("stats")

@@ -87,10 +87,7 @@ def prepare(
     with timer.stage("reading interactions"):
         frame, fmt = read_interactions(options.interactions)
     with timer.stage("reading side tables"):
-        if options.item_map:
-            frame = _apply_id_map(frame, "item", options.item_map)
-        if options.user_map:
-            frame = _apply_id_map(frame, "user", options.user_map)
+        frame = apply_id_maps(frame, options)
         item_table = options.items and read_side_table(options.items, "item")
         user_table = options.users and read_side_table(options.users, "user")
     if options.split.kind == "temporal" and "timestamp" not in frame.columns:
@@ -113,7 +110,7 @@ def prepare(
         items = _catalog(kept, "item", item_table)
         users = _catalog(kept, "user", user_table)
         del kept
-    manifest = _manifest(options, fmt, report, sequences, positions, items, users)
+    manifest = build_manifest(options, fmt, report, sequences, positions, items, users)
     with timer.stage("writing dataset"), atomic_directory(out_dir, force=force) as staging:
         manifest = write_dataset(
             staging,
@@ -133,6 +130,15 @@ def _check_options(options: PrepareOptions) -> None:
             raise InputError(f"--{name.replace('_', '-')}: expected an integer >= 1")
     if options.split.kind not in splits.SPLITS:
         raise InputError(f"--split: expected one of {', '.join(splits.SPLITS)}")
+
+
+def apply_id_maps(frame: pl.DataFrame, options: PrepareOptions) -> pl.DataFrame:
+    """The interactions with their ids translated by `--item-map` / `--user-map`, if given."""
+    if options.item_map:
+        frame = _apply_id_map(frame, "item", options.item_map)
+    if options.user_map:
+        frame = _apply_id_map(frame, "user", options.user_map)
+    return frame
 
 
 def _apply_id_map(frame: pl.DataFrame, key: str, map_path: Path) -> pl.DataFrame:
@@ -187,7 +193,7 @@ def _source_description(path: Path | None, fmt: str | None = None) -> dict | Non
     return described
 
 
-def _manifest(options, fmt, report: CleanReport, sequences, positions, items, users) -> dict:
+def build_manifest(options, fmt, report: CleanReport, sequences, positions, items, users) -> dict:
     lengths = sequences["item_indices"].list.len().to_numpy()
     train_lengths = positions.train_end
     context_columns = [c for c in users.columns if c not in ("user_index", "user_id")]
