@@ -1,6 +1,7 @@
 """`logitrec export`: checkpoint -> verified ONNX models, catalog and FAISS index in a Triton
 repository; `logitrec export --verify DIR` re-checks an installed version."""
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -20,6 +21,12 @@ def export_command(
         "onnxruntime", "--triton-backend", help="onnxruntime (native) or python (ORT in model.py)."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu or gpu (Triton instance kind)."),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32 or fp16 (weights and arithmetic; fp32 inputs/outputs)."
+    ),
+    tensorrt: bool = typer.Option(
+        False, "--tensorrt", help="With --device gpu: Triton runs the graphs through TensorRT."
+    ),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (17: LayerNormalization as one op)."),
     index: str | None = typer.Option(
         None, "--index", help="FAISS factory string (default: Flat below 50k items, else IVF)."
@@ -34,6 +41,12 @@ def export_command(
         None, "--verify", help="Re-check an exported version (scorer version dir or repository)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing version."),
+    add_items: Path | None = typer.Option(
+        None,
+        "--add-items",
+        help="Table of new items (id + title): export the checkpoint with them added to its "
+        "catalog by their text, no retraining (the model must read item text).",
+    ),
     explain_model: bool = typer.Option(
         False,
         "--explain-model",
@@ -54,22 +67,27 @@ def export_command(
         return
     if checkpoint is None:
         raise InputError("--checkpoint: required (or --verify DIR to re-check a version)")
-    manifest = exporter.export(
-        exporter.ExportOptions(
-            checkpoint=checkpoint,
-            repository=repository,
-            name=name,
-            version=version,
-            triton_backend=triton_backend,
-            device=device,
-            index=index,
-            candidate_count=candidate_count,
-            recall_target=recall_target,
-            opset=opset,
-            force=force,
-            explain_model=explain_model,
+    with contextlib.ExitStack() as stack:
+        if add_items is not None:
+            checkpoint = _with_added_items(checkpoint, add_items, stack)
+        manifest = exporter.export(
+            exporter.ExportOptions(
+                checkpoint=checkpoint,
+                repository=repository,
+                name=name,
+                version=version,
+                triton_backend=triton_backend,
+                device=device,
+                precision=precision,
+                tensorrt=tensorrt,
+                index=index,
+                candidate_count=candidate_count,
+                recall_target=recall_target,
+                opset=opset,
+                force=force,
+                explain_model=explain_model,
+            )
         )
-    )
     summary = {
         "repository": str(repository),
         "models": manifest.models,
@@ -81,3 +99,16 @@ def export_command(
     if manifest.explain:
         summary["explain"] = manifest.explain
     typer.echo(json.dumps(summary, indent=2))
+
+
+def _with_added_items(checkpoint: Path, items: Path, stack: contextlib.ExitStack) -> Path:
+    """A temporary copy of `checkpoint` with the items of `items` added by their text."""
+    import tempfile
+
+    from training.data.tables import TableSource
+    from training.incremental import add_items
+
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="logitrec-grown-")))
+    grown = folder / "checkpoint"
+    add_items(checkpoint, TableSource(path=items, id_col="item_id"), grown)
+    return grown

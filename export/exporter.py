@@ -30,15 +30,16 @@ from export.onnx_graphs import (
     export_scorer,
     export_topk,
 )
+from export.precision import PRECISIONS, convert_to_fp16
 from export.triton_config import config_text
 from logitrec import repository as layout
 from logitrec.atomic import file_sha256, install_directory, retire_directory, write_text
 from logitrec.errors import InputError
+from logitrec.runtime_check import check_runtime
 from training import checkpoint as ckpt
 
 BACKENDS = ("onnxruntime", "python")
 DEVICES = ("cpu", "gpu")
-PRECISION = "fp32"  # the only one so far; recorded in the manifest
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 log = logging.getLogger("logitrec.export")
@@ -52,6 +53,8 @@ class ExportOptions:
     version: str = "auto"  # or a positive integer
     triton_backend: str = "onnxruntime"
     device: str = "cpu"
+    precision: str = "fp32"  # or fp16: the graphs' weights and arithmetic (export.precision)
+    tensorrt: bool = False  # with device gpu: Triton runs the graphs through TensorRT
     index: str | None = None  # FAISS factory string; None: by catalog size
     candidate_count: int = layout.DEFAULT_CANDIDATE_COUNT  # what the gateway will re-score
     recall_target: float = 0.99  # recall@10 the search breadth is chosen for
@@ -61,12 +64,19 @@ class ExportOptions:
 
 
 def validate(options: ExportOptions) -> None:
+    check_runtime()  # both onnxruntime builds installed: parity would run on a broken one
     for flag, value, allowed in (
         ("--triton-backend", options.triton_backend, BACKENDS),
         ("--device", options.device, DEVICES),
+        ("--precision", options.precision, PRECISIONS),
     ):
         if value not in allowed:
             raise InputError(f"{flag}: expected one of {', '.join(allowed)}, got {value!r}")
+    if options.tensorrt and (options.device, options.triton_backend) != ("gpu", "onnxruntime"):
+        raise InputError(
+            "--tensorrt: needs --device gpu and --triton-backend onnxruntime (TensorRT is an "
+            "accelerator of Triton's native onnxruntime backend on GPUs)"
+        )
     if not NAME_PATTERN.match(options.name):
         raise InputError(
             f"--name: expected letters, digits, '_' or '-' starting with a letter, "
@@ -165,6 +175,9 @@ def _build(options, source: _Source, staging: Path, version: int, checkpoint: Pa
         folder.mkdir()
         shutil.copyfile(PYTHON_MODEL, folder / layout.PYTHON_MODEL_FILE)
     weight, bias = _export_graphs(source.model, folders, options.opset)
+    if options.precision == "fp16":
+        for kind in layout.KINDS:
+            convert_to_fp16(folders[kind] / layout.MODEL_FILE)
 
     scorer_dir = folders["scorer"]
     head = torch.cat([weight, bias[:, None]], 1).numpy().astype(np.float32)
@@ -177,7 +190,10 @@ def _build(options, source: _Source, staging: Path, version: int, checkpoint: Pa
     _catalog(source.items).write_parquet(scorer_dir / layout.CATALOG)
     np.save(scorer_dir / layout.PARITY_HISTORIES, source.histories, allow_pickle=False)
     np.save(scorer_dir / layout.PARITY_CONTEXT, source.context, allow_pickle=False)
-    results = parity.check(source.model, folders, source.histories, source.context, index=index)
+    results = parity.check(
+        source.model, folders, source.histories, source.context,
+        index=index, precision=options.precision,
+    )  # fmt: skip
     explain = _export_explain(options, source, staging) if options.explain_model else {}
 
     config = source.config
@@ -190,7 +206,7 @@ def _build(options, source: _Source, staging: Path, version: int, checkpoint: Pa
         context_vocabulary=config.context_vocabulary,
         index={**index_info.as_dict(), "calibration": calibration.as_dict()},
         opset=options.opset,
-        precision=PRECISION,
+        precision=options.precision,
         triton_backend=options.triton_backend,
         device=options.device,
         catalog_sha256=config.catalog_sha256,
@@ -280,11 +296,25 @@ def _install(options, staging: Path, version: int, config) -> None:
         model_dir.mkdir(exist_ok=True)
         inputs, outputs = layout.model_tensors(kind, config.hidden_size, context_tokens)
         text = config_text(
-            model_dir.name, inputs, outputs, backend=options.triton_backend, device=options.device
-        )
+            model_dir.name, inputs, outputs, backend=options.triton_backend,
+            device=options.device, tensorrt=options.tensorrt, precision=options.precision,
+            widest=_widest_inputs(options, config),
+        )  # fmt: skip
         write_text(model_dir / layout.TRITON_CONFIG, text)
         # An existing version is only replaced with --force (choose_version refused otherwise).
         install_directory(staging / kind, model_dir / str(version))
+
+
+# The longest candidate list the gateway sends the scorer besides its pruned candidates: an
+# allowed list or Score's items (the gateway's default --max-ids).
+LISTED_IDS = 10_000
+
+
+def _widest_inputs(options, config) -> dict[str, int]:
+    """The largest size of each variable input axis the served graphs see (TensorRT's
+    optimisation profile): a history's window, the scorer's longest candidate list."""
+    widest_list = max(options.candidate_count, LISTED_IDS)
+    return {layout.ITEMS: config.model.max_length, layout.CANDIDATES: widest_list}
 
 
 def _retire_stale_explain(options, version: int, explain: bool) -> None:

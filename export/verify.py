@@ -50,7 +50,9 @@ def verify(version_dir: Path) -> dict:
     histories = np.load(version_dir / layout.PARITY_HISTORIES, allow_pickle=False)
     context = np.load(version_dir / layout.PARITY_CONTEXT, allow_pickle=False)
     index = faiss.read_index(str(version_dir / layout.FAISS_INDEX))
-    results = parity.check(model, folders, histories, context, index=index)
+    results = parity.check(
+        model, folders, histories, context, index=index, precision=manifest.precision
+    )
     if not results["passed"]:
         raise parity.ParityFailed(results)
     return results

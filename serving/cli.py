@@ -48,6 +48,12 @@ def serve_command(
     batches_in_flight: int | None = typer.Option(
         None, "--batches-in-flight", help="Batches per version computing at once (default 1)."
     ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto (default: CUDA if installed), cpu or cuda: ORT and FAISS."
+    ),
+    tensorrt: bool | None = typer.Option(
+        None, "--tensorrt/--no-tensorrt", help="Embedded: TensorRT provider ahead of CUDA."
+    ),
     admission: bool | None = typer.Option(
         None, "--admission/--no-admission", help="Refuse requests that cannot meet their deadline."
     ),

@@ -10,6 +10,8 @@ from logitrec.repository import DEFAULT_CANDIDATE_COUNT, VERSIONS_SERVED
 from serving.rerank import RerankSettings
 
 BACKENDS = ("embedded", "triton")
+# Where the embedded backend's ONNX Runtime sessions and the FAISS index run (docs/gpu.md)
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +45,10 @@ class ServeConfig:
     # spinning took their time (1.56x the throughput without it on 2 cores, scratch ML-1M
     # model, benchmarks/results/serving_pipeline.md)
     ort_spinning: bool = False
+    # auto: CUDA when the installed onnxruntime (and faiss) have it, else the CPU; cuda refuses
+    # to start without it. tensorrt: ONNX Runtime's TensorRT provider ahead of CUDA (embedded)
+    device: str = "auto"
+    tensorrt: bool = False
     # Batches of one version computing at once: 2 lets batch n+1 encode while batch n is
     # retrieved and scored (see benchmarks/results/serving.md for what it pays on CPU)
     batches_in_flight: int = 1
@@ -181,6 +187,13 @@ def validate(config: ServeConfig) -> None:
     if config.backend not in BACKENDS:
         raise InputError(
             f"--backend: expected one of {', '.join(BACKENDS)}, got {config.backend!r}"
+        )
+    if config.device not in DEVICES:
+        raise InputError(f"--device: expected one of {', '.join(DEVICES)}, got {config.device!r}")
+    if config.tensorrt and config.backend != "embedded":
+        raise InputError(
+            "--tensorrt: for the embedded backend; Triton's accelerator is in its config.pbtxt "
+            "(`logitrec export --device gpu --tensorrt`)"
         )
     for name in (
         "max_batch_size",

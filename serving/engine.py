@@ -24,6 +24,7 @@ from serving.backends.base import call_with_timeout
 from serving.batcher import MicroBatcher
 from serving.config import ServeConfig
 from serving.errors import BackendUnavailable, ModelNotFound, PreconditionFailed
+from serving.faiss_device import check_device, place_index
 from serving.lifecycle import Lifecycle
 from serving.metrics import GatewayMetrics
 from serving.pipeline import Ranked
@@ -55,6 +56,7 @@ class Engine:
         self.config = config
         self.backend = backend
         self.metrics = metrics
+        check_device(config.device)  # --device cuda without a GPU faiss: refused at start
         names = model_names(config.repository)
         if not names:
             raise InputError(f"{config.repository}: no exported model versions found")
@@ -87,14 +89,7 @@ class Engine:
             return self.registry.get(name, version)
         loop = asyncio.get_running_loop()
         try:
-            model = await loop.run_in_executor(
-                None,
-                load_version,
-                self.config.repository,
-                name,
-                version,
-                self.config.search_breadth,
-            )
+            model = await loop.run_in_executor(None, self._read_version, name, version)
             await self.backend.load(model)
         except InputError as error:
             problem = f"{name} version {version} cannot be served: {error}"
@@ -127,6 +122,12 @@ class Engine:
         self.registry.add(model)
         log.info("loaded %s version %d (%d items)", name, version, model.num_items)
         return model
+
+    def _read_version(self, name: str, version: int) -> ModelVersion:
+        """One version from the repository, its FAISS index where --device puts it."""
+        config = self.config
+        model = load_version(config.repository, name, version, config.search_breadth)
+        return replace(model, faiss_index=place_index(model.faiss_index, config.device))
 
     async def _warm_up(self, model: ModelVersion, batcher: MicroBatcher) -> None:
         """Real batches through encoder, index and scorer before traffic is let in: a cold one,
@@ -313,8 +314,11 @@ class Engine:
         listed = [i for i, c in enumerate(candidates) if c is not None]
         if listed:  # candidate lists (pruned, allowed, Score's items): the backend's scorer
             padded = pipeline.pad_candidates([candidates[i] for i in listed])
+            # The encoder's own array when every row is scored: a GPU backend finds its
+            # device copy by it (serving.backends.iobinding)
+            rows = vectors if len(listed) == len(vectors) else vectors[listed]
             logits = await call_with_timeout(
-                lambda timeout: self.backend.score(model, vectors[listed], padded, timeout=timeout),
+                lambda timeout: self.backend.score(model, rows, padded, timeout=timeout),
                 deadline,
                 longest,
             )

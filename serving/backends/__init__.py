@@ -18,7 +18,15 @@ def make_backend(config: ServeConfig) -> Backend:
         )
     from serving.backends.embedded import EmbeddedBackend
 
-    return EmbeddedBackend(threads=config.threads, spinning=config.ort_spinning)
+    return EmbeddedBackend(
+        threads=config.threads,
+        spinning=config.ort_spinning,
+        device=config.device,
+        tensorrt=config.tensorrt,
+        max_batch_size=config.max_batch_size,
+        # the scorer's widest call: pruned candidates, or an allowed list / Score's items
+        max_candidates=max(config.candidate_count, config.max_ids),
+    )
 
 
 __all__ = ["Backend", "make_backend"]
