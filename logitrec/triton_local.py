@@ -139,10 +139,13 @@ def run_triton(
     ready_timeout: float = 90.0,
     ports: dict[str, int] | None = None,
     tls: TritonTls | None = None,
+    poll_seconds: int | None = None,
 ) -> Iterator[TritonServer]:
     """Start tritonserver over `repository` (explicit model control, nothing loaded yet), on
     free ports or on `ports` (grpc, http, metrics: a restart at the same address); with `tls`,
-    its gRPC port speaks only TLS (its HTTP port stays plaintext)."""
+    its gRPC port speaks only TLS (its HTTP port stays plaintext). With `poll_seconds`, Triton
+    instead loads every model at start and polls the repository for new versions this often
+    (how the Helm chart runs it under several gateways: docs/deployment.md)."""
     venv = venv or triton_venv()
     site_packages, python_version, libdir = _environment_facts(venv)
     with tempfile.TemporaryDirectory(prefix="logitrec-triton-") as scratch:
@@ -159,7 +162,11 @@ def run_triton(
         command = [
             str(binary),
             f"--model-repository={Path(repository).resolve()}",
-            "--model-control-mode=explicit",
+            *(
+                ["--model-control-mode=explicit"]
+                if poll_seconds is None
+                else ["--model-control-mode=poll", f"--repository-poll-secs={poll_seconds}"]
+            ),
             f"--backend-directory={scratch / 'backends'}",
             f"--backend-config=python,shm-region-prefix-name=logitrec{uuid.uuid4().hex[:12]}",
             f"--grpc-port={ports['grpc']}",

@@ -33,6 +33,9 @@ def serve_command(
     search_breadth: int | None = typer.Option(
         None, "--search-breadth", help="FAISS nprobe/efSearch (default: export's calibration)."
     ),
+    index_shards: int | None = typer.Option(
+        None, "--index-shards", help="Search the FAISS index as this many shards (default 1)."
+    ),
     exact_below: int | None = typer.Option(
         None, "--exact-below", help="Score catalogs smaller than this exactly (default 20000)."
     ),

@@ -35,6 +35,9 @@ class ServeConfig:
     # The index's search breadth (IVF nprobe / HNSW efSearch); None: what export calibrated for
     # its recall target (recorded in the manifest)
     search_breadth: int | None = None
+    # Split the index into this many shards over contiguous slices of the catalog, searched in
+    # parallel (logitrec.index_shards; Flat and IVF indexes); 1: the index as export wrote it
+    index_shards: int = 1
     exact_below: int = 20_000  # catalogs smaller than this are always scored exactly
     exact: bool = False  # score every item for every request (the reference for recall)
     versions_served: int = VERSIONS_SERVED  # newest versions loaded per model, as Triton serves
@@ -198,6 +201,7 @@ def validate(config: ServeConfig) -> None:
     for name in (
         "max_batch_size",
         "max_queue",
+        "index_shards",
         "candidate_count",
         "max_history",
         "versions_served",

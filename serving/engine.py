@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from logitrec.errors import InputError
+from logitrec.index_shards import shard_index
 from logitrec.mips import search
 from logitrec.repository import model_names
 from serving import explain, pipeline, rerank
@@ -124,10 +125,12 @@ class Engine:
         return model
 
     def _read_version(self, name: str, version: int) -> ModelVersion:
-        """One version from the repository, its FAISS index where --device puts it."""
+        """One version from the repository, its FAISS index in --index-shards shards and where
+        --device puts it."""
         config = self.config
         model = load_version(config.repository, name, version, config.search_breadth)
-        return replace(model, faiss_index=place_index(model.faiss_index, config.device))
+        index = shard_index(model.faiss_index, config.index_shards)
+        return replace(model, faiss_index=place_index(index, config.device))
 
     async def _warm_up(self, model: ModelVersion, batcher: MicroBatcher) -> None:
         """Real batches through encoder, index and scorer before traffic is let in: a cold one,

@@ -38,6 +38,8 @@ def placement(device: str, gpus: int, kind: str, nprobe: int | None = None) -> P
                 "or use --device auto to search on the CPU"
             )
         return Placement(False, "no GPU faiss installed")
+    if kind == "shards":
+        return Placement(False, "--index-shards: sharded indexes search on the CPU")
     if kind not in GPU_KINDS:
         return Placement(False, f"FAISS has no GPU version of a {kind} index")
     if nprobe is not None and nprobe > GPU_MAX_K:
@@ -109,6 +111,8 @@ def _kind(faiss, index) -> tuple[str, int | None]:
     except (RuntimeError, AttributeError):
         pass
     plain = faiss.downcast_index(index)
+    if isinstance(plain, faiss.IndexShards):
+        return "shards", None
     if hasattr(plain, "hnsw"):
         return "hnsw", None
     return ("flat" if isinstance(plain, faiss.IndexFlat) else type(plain).__name__), None
