@@ -10,6 +10,7 @@ from logitrec.errors import InputError
 from serving.cli import serve_command, token_app
 from training.cli import checkpoint_app, evaluate_command, train_command
 from training.data.cli import data_app
+from training.tune_cli import tune_command
 
 app = typer.Typer(
     help="LogitRec: train, export and serve logit language models as recommenders.",
@@ -22,6 +23,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(bench_app, name="bench")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
+app.command("tune")(tune_command)
 app.command("export")(export_command)
 app.command("serve")(serve_command)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from logitrec.errors import InputError
+from training.budget import process_started
 
 _NOT_SETTINGS = (
     "data",
@@ -17,6 +18,7 @@ _NOT_SETTINGS = (
     "force",
     "quiet",
     "eval_users",
+    "started",
 )
 
 
@@ -25,11 +27,23 @@ def train_command(
         ..., "--data", help="Dataset directory from `logitrec data prepare`."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint directory to write."),
-    config: Path | None = typer.Option(None, "--config", help="TOML file with 'train' settings."),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML file with 'train' settings (over the recipe's)."
+    ),
+    recipe: str | None = typer.Option(
+        None,
+        help="Where the settings start: default (= ml-1m for now), ml-1m (the settings tuned on "
+        "MovieLens-1M), or auto (window, dropout, weight decay, batch, learning rate, warm-up, "
+        "epochs and patience derived from this dataset's statistics; not the default until "
+        "measured). --config and the flags below override it.",
+    ),
     backbone: str | None = typer.Option(None, help="scratch, minilm, or a local HF model dir."),
     epochs: int | None = typer.Option(None, help="Maximum epochs."),
     max_minutes: float | None = typer.Option(
-        None, help="Wall-time budget; cosine decays within it."
+        None,
+        help="Wall-time budget of the whole command, final evaluation included; the cosine "
+        "decays within it, an epoch may stop part-way, and a final evaluation that would "
+        "overrun ranks a sample of users.",
     ),
     batch_size: int | None = typer.Option(None, help="Sequences per step (per process)."),
     windows: str | None = typer.Option(
@@ -123,9 +137,11 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Train a logit language model; keep the best epoch by validation NDCG@10."""
+    started = process_started()  # --max-minutes bounds the whole command
     overrides = {k: v for k, v in locals().items() if k not in _NOT_SETTINGS}
     from training.config import load_config
     from training.data.dataset import load_dataset
+    from training.data.stats import dataset_stats
     from training.evaluate import check_eval_users
     from training.trainer import train
 
@@ -136,16 +152,23 @@ def train_command(
         overrides["context_features"] = tuple(f.strip() for f in names if f.strip())
     if incremental:
         _refuse_model_settings(overrides)
-    train_config = load_config(config, overrides)
+    # The flags and the file are checked before the dataset is read (a bad flag is found at
+    # once); `auto` then needs the dataset's statistics.
+    load_config(config, {**overrides, "recipe": "ml-1m"})
+    dataset = load_dataset(data)
+    train_config = load_config(config, overrides, stats=dataset_stats(dataset))
+    if not quiet and train_config.recipe != "ml-1m":
+        typer.echo(f"recipe {train_config.recipe}: {recipe_summary(train_config)}", err=True)
     metrics = train(
         train_config,
-        load_dataset(data),
+        dataset,
         out,
         resume_from=resume,
         force=force,
         show_progress=not quiet,
         eval_users=eval_users,
         incremental=incremental,
+        started=started,
     )
     if metrics:
         typer.echo(
@@ -154,6 +177,16 @@ def train_command(
                 indent=2,
             )
         )
+
+
+def recipe_summary(config) -> str:
+    """The settings `auto` derives, as this run resolved them (files and flags included)."""
+    from training.config import as_dict
+    from training.recipes import AUTO_SETTINGS
+
+    settings = as_dict(config)
+    values = {**settings, **settings["model"]}
+    return ", ".join(f"{name} {values[name]}" for name in AUTO_SETTINGS)
 
 
 def _refuse_model_settings(overrides: dict) -> None:

@@ -1,10 +1,12 @@
-"""Training configuration: frozen dataclasses from one TOML file, overridable from the CLI."""
+"""Training configuration: frozen dataclasses from a recipe, one TOML file over it, and the
+CLI over both."""
 
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from logitrec.errors import InputError
+from training.recipes import DEFAULT_RECIPE, RECIPES, recipe_settings, resolve_recipe
 
 AUTO = "auto"
 BACKBONES = ("scratch", "minilm")  # or a path to a local Hugging Face model directory
@@ -46,6 +48,8 @@ class TrainConfig:
     """How to train: optimisation, schedule, stopping, hardware."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    # The recipe the settings started from (training/recipes.py); the defaults below are ml-1m.
+    recipe: str = DEFAULT_RECIPE
     epochs: int = 200
     max_minutes: float | None = None  # stop (keeping the best epoch) after this wall time
     batch_size: int = 128
@@ -99,46 +103,85 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast where the device supports it (CUDA)
 
 
-def _coerce(cls, values: dict, where: str):
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(values) - set(known)
+def _names(cls) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _check_names(cls, values: dict, where: str) -> None:
+    unknown = set(values) - _names(cls)
     if unknown:
         raise InputError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
-    out = {}
-    for name, value in values.items():
-        if name == "model" and isinstance(value, dict):
-            value = _coerce(ModelConfig, value, f"{where}.model")
-        elif name == "context_features":
-            value = value if value == AUTO else tuple(value)
-        out[name] = value
-    return cls(**out)
 
 
-def load_config(path: Path | None, overrides: dict | None = None) -> TrainConfig:
-    """Defaults <- the TOML file's [train] and [train.model] tables <- CLI overrides."""
-    config = TrainConfig()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: config file not found")
-        try:
-            document = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise InputError(f"{path}: not valid TOML ({error})") from None
-        config = _coerce(TrainConfig, document.get("train", document), str(path))
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if key in {f.name for f in fields(ModelConfig)}:
-            config = replace(config, model=replace(config.model, **{key: value}))
-        else:
-            config = replace(config, **{key: value})
-    validate(config)
-    return config
+def _model_value(name: str, value):
+    if name == "context_features" and value != AUTO:
+        return tuple(value)
+    return value
+
+
+def _apply_table(config: TrainConfig, table: dict, where: str) -> TrainConfig:
+    """`config` with a TOML [train] table's settings (its `model` table: [train.model])."""
+    _check_names(TrainConfig, table, where)
+    model_table = table.get("model", {})
+    if not isinstance(model_table, dict):
+        raise InputError(f"{where}: model: expected a table ([train.model])")
+    _check_names(ModelConfig, model_table, f"{where}.model")
+    model = replace(
+        config.model, **{name: _model_value(name, v) for name, v in model_table.items()}
+    )
+    settings = {name: value for name, value in table.items() if name != "model"}
+    return replace(config, model=model, **settings)
+
+
+def _apply_flat(config: TrainConfig, values: dict) -> TrainConfig:
+    """`config` with settings by their flag names, model settings among them."""
+    model_names = _names(ModelConfig)
+    model = {k: _model_value(k, v) for k, v in values.items() if k in model_names}
+    rest = {k: v for k, v in values.items() if k not in model_names}
+    return replace(config, model=replace(config.model, **model), **rest)
+
+
+def with_overrides(config: TrainConfig, values: dict) -> TrainConfig:
+    """`config` with settings by their flag names (model settings among them), checked."""
+    model_names = _names(ModelConfig)
+    _check_names(TrainConfig, {k: v for k, v in values.items() if k not in model_names}, "settings")
+    changed = _apply_flat(config, values)
+    validate(changed)
+    return changed
+
+
+def read_table(path: Path | None) -> dict:
+    """A TOML file's [train] table (a file without one is read as that table itself)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        document = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"{path}: not valid TOML ({error})") from None
+    return document.get("train", document)
+
+
+def load_config(
+    path: Path | None, overrides: dict | None = None, *, stats: dict | None = None
+) -> TrainConfig:
+    """The recipe's settings <- the TOML file's [train] and [train.model] tables <- CLI
+    overrides (None: not given). The recipe is named by the overrides, else the file, else
+    it is the default; `stats` (training/data/stats.py) is what `auto` derives settings from."""
+    table = read_table(path)
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    recipe = resolve_recipe(given.pop("recipe", None) or table.get("recipe"))
+    config = _apply_flat(TrainConfig(recipe=recipe), recipe_settings(recipe, stats))
+    config = _apply_table(config, {**table, "recipe": recipe}, str(path))
+    return with_overrides(config, given)
 
 
 def validate(config: TrainConfig) -> None:
     model = config.model
+    if config.recipe not in RECIPES:
+        raise InputError(f"recipe: expected one of {', '.join(RECIPES)}, got {config.recipe!r}")
     if model.backbone not in BACKBONES and not Path(model.backbone).is_dir():
         raise InputError(
             f"--backbone: expected {', '.join(BACKBONES)} or a local model directory, "

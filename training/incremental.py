@@ -4,8 +4,8 @@ items without a full retrain.
 `logitrec train --resume CHECKPOINT --data NEW --incremental` continues from CHECKPOINT on a
 dataset that extends the one it was trained on (`data prepare --append-to`): the item tables
 grow by the new items (old rows copied bit for bit), and the run trains on the transitions the
-checkpoint has not learned from plus a replayed sample of ones it has. `grow_catalog` is the
-same growth from a table of new items alone, for `logitrec checkpoint add-items` and
+checkpoint has not learned from plus a replayed sample of ones it has. `add_items` is the same
+growth from a table of new items alone, for `logitrec checkpoint add-items` and
 `logitrec export --add-items`: no training, each new item is its title.
 
 A new item's row: with item text, a zero id embedding (the item is its title projection, which

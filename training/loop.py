@@ -3,6 +3,7 @@ length-bucketed batches shared out between processes, and the steps themselves."
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from training import losses
 from training.averaging import WeightAverage
 from training.batches import length_bucketed_batches
+from training.budget import Budget
 from training.config import TrainConfig, new_parameter_learning_rate
 from training.model import LogitLM, mixed_precision
 from training.negatives import NegativeSampler
@@ -123,14 +125,20 @@ class TrainingWindows:
         return np.bincount(targets, minlength=self.num_items + 1)
 
 
+# Asked before each step after an epoch's first, with the mean seconds a step has taken so far
+# and the windows per batch: True stops the epoch there (the time budget is spent).
+StopCheck = Callable[[float, int], bool]
+
+
 @dataclass(frozen=True)
 class Epoch:
     """What one epoch trains on: its number (1-based), this process's batches of window rows,
-    and the optimizer step it starts at."""
+    the optimizer step it starts at, and what may cut it short."""
 
     number: int
     batches: list[np.ndarray]
     first_step: int
+    stop: StopCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,8 @@ class EpochOutcome:
     loss: float  # mean over the rows trained on
     step: int  # the next optimizer step
     failure: str | None = None  # why the loss went non-finite, when it did
+    steps_taken: int = 0
+    cut_short: bool = False  # stopped before its last batch (the time budget)
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,7 @@ class Optimisation:
     device: torch.device
     total_steps: int
     started: float  # time.perf_counter() at which the run's wall clock (resumes included) was 0
+    budget: Budget | None = None  # the command's time budget, which the cosine follows
 
 
 def epoch_batches(
@@ -174,10 +185,9 @@ def steps_per_epoch(lengths: np.ndarray, config: TrainConfig, world_size: int) -
 
 def _set_learning_rate(run: Optimisation, step: int) -> None:
     config = run.config
-    # With a time budget the cosine follows whichever runs out first, steps or minutes.
-    elapsed_share = 0.0
-    if config.max_minutes:
-        elapsed_share = (time.perf_counter() - run.started) / (config.max_minutes * 60)
+    # With a time budget the cosine follows whichever runs out first, steps or the time
+    # training may take (the budget less what its end needs).
+    elapsed_share = run.budget.training_share() if run.budget is not None else 0.0
     factor = learning_rate_factor(config, step, max(step / run.total_steps, elapsed_share))
     for group in run.optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
@@ -207,7 +217,8 @@ def _update(run: Optimisation, loss: torch.Tensor) -> None:
 def train_one_epoch(
     run: Optimisation, windows: TrainingWindows, epoch: Epoch, *, show: bool
 ) -> EpochOutcome:
-    """One pass over the epoch's batches; stops at the first non-finite loss and says why."""
+    """One pass over the epoch's batches; stops at the first non-finite loss and says why, or
+    between steps when `epoch.stop` says so."""
     step, total_loss, total_rows, start = epoch.first_step, 0.0, 0, time.perf_counter()
     progress = tqdm(
         epoch.batches,
@@ -217,12 +228,17 @@ def train_one_epoch(
         mininterval=2,
         unit="batch",
     )
-    for rows in progress:
+    for taken, rows in enumerate(progress):
+        if taken and epoch.stop is not None:
+            mean_step = (time.perf_counter() - start) / taken
+            if epoch.stop(mean_step, len(rows)):
+                progress.close()
+                return EpochOutcome(total_loss / total_rows, step, None, taken, cut_short=True)
         _set_learning_rate(run, step)
         loss = batch_loss(run, windows, rows)
         if not torch.isfinite(loss):
             failure = f"the loss became {loss.item()} at step {step}"
-            return EpochOutcome(total_loss / max(1, total_rows), step, failure)
+            return EpochOutcome(total_loss / max(1, total_rows), step, failure, taken)
         _update(run, loss)
         step += 1
         total_loss += loss.item() * len(rows)
@@ -231,4 +247,4 @@ def train_one_epoch(
             loss=f"{loss.item():.3f}",
             seq_per_s=f"{total_rows / (time.perf_counter() - start):.0f}",
         )
-    return EpochOutcome(total_loss / max(1, total_rows), step)
+    return EpochOutcome(total_loss / max(1, total_rows), step, None, len(epoch.batches))

@@ -58,11 +58,16 @@ class TrainerState:
         return False
 
 
-def stop_reason(state: TrainerState, config: TrainConfig) -> str | None:
-    """Why training should stop after this epoch ("patience", "time budget"), or None."""
+def stop_reason(
+    state: TrainerState, config: TrainConfig, *, out_of_time: bool = False
+) -> str | None:
+    """Why training should stop after this epoch ("patience", "time budget"), or None.
+
+    `out_of_time`: the command's budget (training/budget.py) leaves training no more time;
+    training time alone past --max-minutes is out of time too, whatever else is measured."""
     if state.epochs_without_gain >= config.patience:
         return "patience"
-    if config.max_minutes and state.elapsed >= config.max_minutes * 60:
+    if out_of_time or (config.max_minutes and state.elapsed >= config.max_minutes * 60):
         return "time budget"
     return None
 

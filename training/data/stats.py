@@ -4,7 +4,7 @@ import numpy as np
 
 from training.data.dataset import Dataset
 
-PERCENTILES = (5, 25, 50, 75, 95, 99)
+PERCENTILES = (5, 25, 50, 75, 90, 95, 99)
 
 
 def dataset_stats(dataset: Dataset) -> dict:
