@@ -147,8 +147,14 @@ def test_train_returns_within_its_budget_final_evaluation_included(synthetic):
     # evaluation of both splits with the baseline, and the checkpoint's files.
     assert metrics["total_seconds"] <= metrics["budget_seconds"] + TOLERANCE_SECONDS
     assert FIXED_SECONDS <= metrics["reserve_seconds"] < metrics["budget_seconds"]
-    assert metrics["evaluation_sampled"] is None
-    assert metrics["test"]["users"] == 300 and "sample" not in metrics["test"]
+    # Whether the whole final evaluation fitted depends on how busy the machine was (the
+    # reserve is estimated from this run's own validation time): either way it says what it did.
+    sampled = metrics["evaluation_sampled"]
+    if sampled is None:
+        assert metrics["test"]["users"] == 300 and "sample" not in metrics["test"]
+    else:
+        assert "time budget" in sampled["reason"]
+        assert metrics["test"]["users"] == sampled["users_per_split"] < 300
     assert len(log) >= 2 and metrics["epochs_run"] == len(log)
     # Every epoch that trained was validated, the last (perhaps cut short) one too.
     assert all("valid" in record for record in log)
