@@ -227,6 +227,8 @@ def _set_up(
     if distributed.world_size > 1:
         objective = torch.nn.parallel.DistributedDataParallel(objective)
     budget = _budget(config, dataset, validation, ending, state.elapsed)
+    if budget.bounded:
+        budget.costs.rank_per_user = _rank_seconds_per_user(model, validation, device)
     optimisation = Optimisation(
         objective,
         optimizer,
@@ -285,6 +287,30 @@ def _validated_count(validation: Validation) -> int:
     if validation.subset is None:
         return len(validation.rows["targets"])
     return len(validation.subset)
+
+
+# Users ranked before training to price the budget's validation and final evaluation.
+CALIBRATION_USERS = 64
+
+
+def _rank_seconds_per_user(model: torch.nn.Module, validation: Validation, device) -> float:
+    """The model's seconds to rank one user, timed on a few validation users before training.
+    Without it the first epoch would price ranking by a training step (forward, backward and
+    the loss at every position of a window): several times too dear, so a short budget (a
+    `logitrec tune` trial) stopped after a few steps to keep room for a validation that costs
+    far less. The weights do not change the cost, so the untrained model stands in."""
+    order = validation.subset
+    if order is None:
+        order = np.arange(len(validation.rows["targets"]))
+    sample = order[:CALIBRATION_USERS]
+    if len(sample) == 0:
+        return 0.0
+    model.eval()
+    began = time.perf_counter()
+    with torch.no_grad():
+        evaluate_scores(validation.score, validation.rows, device=device, subset=sample)
+    model.train()
+    return (time.perf_counter() - began) / len(sample)
 
 
 def _baseline_seconds_per_user(dataset: Dataset, validation: Validation) -> float:

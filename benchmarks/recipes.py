@@ -1,0 +1,335 @@
+"""Recipes across datasets: today's defaults (`--recipe ml-1m`), `--recipe auto` and a tuned
+recipe (`logitrec tune`, its budget stated), each over several seeds, against the published
+full-ranking numbers for the same split. One table per dataset, written as a section of
+results/quality.md (quality.py keeps it), with the numbers in results/recipes.json.
+
+    python benchmarks/recipes.py --dataset scientific --seeds 1 2 --max-minutes 8 \
+        --tune-minutes 8 --trial-minutes 1.5 --threads 1
+    python benchmarks/recipes.py --report-only
+
+Runs already recorded are skipped (rerun one with --force), so a dataset can be finished in
+several calls and two calls on different datasets can share the machine (one thread each): the
+JSON is read, merged and written under a lock. The datasets and their anchors:
+benchmarks/datasets.md (how each file was fetched and prepared).
+"""
+
+import argparse
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from logitrec.atomic import write_json
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+WORK = REPO / "artifacts" / "recipes"
+RECIPES = ("default", "auto", "tuned")
+METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
+# The settings a recipe chooses that the table shows.
+SETTINGS = ("max_length", "dropout", "weight_decay", "batch_size", "learning_rate", "epochs",
+            "patience")  # fmt: skip
+SECTION = "recipes (benchmarks/recipes.py)"
+
+# Published full-ranking, leave-one-out NDCG@10 on the same split (benchmarks/datasets.md has
+# each paper, table and protocol difference). `sasrec` is the best SASRec-family number, the
+# issue's bar; `best` the best number of any model.
+DATASETS = {
+    "ml-1m": {
+        "data": "artifacts/ml-1m",
+        "split": "SASRec's ml-1m.txt, 5-core, 6,040 users, 3,416 items",
+        "sasrec": ("SASRec (full CE, LRURec paper; SASRec+ 3000: 0.1857 on the identical file)",
+                   0.1902),
+        "best": ("LRURec", 0.1930),
+    },
+    "scientific": {
+        "data": "artifacts/datasets/scientific-data",
+        "split": "UniSRec's Scientific, 5-core, 8,442 users, 4,385 items",
+        "sasrec": ("SASRec (UniSRec paper, RecBole, full CE)", 0.0553),
+        "best": ("VQ-Rec", 0.0643),
+    },
+    "instruments": {
+        "data": "artifacts/datasets/instruments-data",
+        "split": "LC-Rec's Instruments, 5-core, 24,772 users, 9,922 items",
+        "sasrec": ("SASRec (LC-Rec paper)", 0.0690),
+        "best": ("LC-Rec", 0.0923),
+    },
+    "video-games": {
+        "data": "artifacts/datasets/video-games-data",
+        "split": "SASRec's Video.txt, no extra k-core, 31,013 users, 23,715 items",
+        "sasrec": ("SASRec (full CE, LRURec paper)", 0.0583),
+        "best": ("LRURec", 0.0620),
+    },
+}  # fmt: skip
+
+
+def logitrec(*args: str) -> str:
+    command = [sys.executable, "-m", "logitrec", *args]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def relative(path: Path) -> str:
+    return str(path).replace(f"{REPO}/", "")
+
+
+@contextmanager
+def locked_results():
+    """results/recipes.json read and written under an exclusive lock (parallel calls merge)."""
+    path = RESULTS / "recipes.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / ".recipes.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text()) if path.is_file() else {"datasets": {}}
+        yield results
+        write_json(path, results)  # renamed when complete: a crash keeps the old
+
+
+def tune(name: str, data: Path, options) -> dict:
+    """`logitrec tune` from the auto recipe, validation split only; its best.toml."""
+    out = WORK / name / "tune"
+    command = [
+        "tune", "--data", str(data), "--out", str(out), "--study", str(out / "study.db"),
+        "--recipe", "auto", "--max-minutes", str(options.tune_minutes),
+        "--trial-minutes", str(options.trial_minutes), "--trials", "100", "--seed", "42", "-q",
+    ]  # fmt: skip
+    if options.threads:
+        command += ["--threads", str(options.threads)]
+    started = time.perf_counter()
+    summary = json.loads(logitrec(*command))
+    if summary["best"] is None:
+        raise SystemExit(f"{name}: no trial completed within --tune-minutes {options.tune_minutes}")
+    return {
+        "command": "logitrec " + " ".join(relative(Path(part)) for part in command),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "trials": summary["trials"],
+        "best": summary["best"],
+        "config": relative(out / "best.toml"),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def run(name: str, data: Path, recipe: str, seed: int, options, config: str | None) -> dict:
+    checkpoint = WORK / name / f"{recipe}-seed{seed}"
+    command = ["train", "--data", str(data), "--out", str(checkpoint), "--force", "-q"]
+    command += ["--config", config] if recipe == "tuned" else ["--recipe", recipe]
+    command += ["--seed", str(seed), "--max-minutes", str(options.max_minutes)]
+    if options.threads:
+        command += ["--threads", str(options.threads)]
+    started = time.perf_counter()
+    logitrec(*command)
+    wall = time.perf_counter() - started
+    evaluated = json.loads(
+        logitrec("evaluate", "--data", str(data), "--checkpoint", str(checkpoint), "--baselines")
+    )
+    metrics = json.loads((checkpoint / "metrics.json").read_text())
+    config_json = json.loads((checkpoint / "config.json").read_text())
+    train_settings = {k: v for k, v in config_json["train"].items() if k != "model"}
+    return {
+        "recipe": recipe,
+        "seed": seed,
+        "command": "logitrec " + " ".join(relative(Path(part)) for part in command),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs ({metrics['device']}, "
+        f"{metrics['threads']} threads)",
+        "settings": {
+            **{k: train_settings.get(k) for k in SETTINGS},
+            "hidden_size": config_json["model"].get("hidden_size"),
+        },
+        "epochs_run": metrics["epochs_run"],
+        "best_epoch": metrics["best_epoch"],
+        "stopped": metrics["stopped"],
+        "command_wall_seconds": round(wall, 1),
+        "test": {k: evaluated[k] for k in METRICS},
+        "valid_ndcg@10": metrics["valid"]["ndcg@10"],
+        "most_popular_test": {k: evaluated["most_popular"][k] for k in METRICS},
+    }
+
+
+def measure(options) -> None:
+    name = options.dataset
+    data = REPO / DATASETS[name]["data"]
+    if not (data / "manifest.json").is_file():
+        raise SystemExit(f"{name}: no prepared dataset at {data} (benchmarks/datasets.md says how)")
+    with locked_results() as results:
+        recorded = results["datasets"].setdefault(name, {"runs": {}})
+    config = None
+    if "tuned" in options.recipes:
+        if options.force or "tune" not in recorded:
+            tuned = tune(name, data, options)
+            with locked_results() as results:
+                results["datasets"].setdefault(name, {"runs": {}})["tune"] = tuned
+            recorded["tune"] = tuned
+            report()
+        config = str(REPO / recorded["tune"]["config"])
+    for seed in options.seeds:
+        for recipe in options.recipes:
+            key = f"{recipe}-seed{seed}"
+            if key in recorded["runs"] and not options.force:
+                continue
+            entry = run(name, data, recipe, seed, options, config)
+            print(f"{name} {key}: test NDCG@10 {entry['test']['ndcg@10']:.4f}", flush=True)
+            with locked_results() as results:
+                results["datasets"].setdefault(name, {"runs": {}})["runs"][key] = entry
+            report()
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def dataset_table(name: str, recorded: dict) -> list[str]:
+    spec = DATASETS[name]
+    sasrec_label, sasrec = spec["sasrec"]
+    best_label, best = spec["best"]
+    lines = [
+        f"### {name}",
+        "",
+        f"Split: {spec['split']}; full ranking, leave-one-out, history excluded. Bar: "
+        f"{sasrec_label} {sasrec:.4f}; best published {best_label} {best:.4f}.",
+        "",
+        "| recipe | seeds | test NDCG@10 per seed | mean NDCG@10 | mean HR@10 | vs SASRec-family "
+        "| epochs (best), stopped by | minutes per run | settings |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    runs = recorded.get("runs", {})
+    for recipe in RECIPES:
+        chosen = [r for r in runs.values() if r["recipe"] == recipe]
+        if not chosen:
+            continue
+        chosen.sort(key=lambda r: r["seed"])
+        scores = [r["test"]["ndcg@10"] for r in chosen]
+        gap = mean(scores) - sasrec
+        s = chosen[0]["settings"]
+        settings = (
+            f"len {s['max_length']}, h {s['hidden_size']}, drop {s['dropout']:g}, wd "
+            f"{s['weight_decay']:g}, batch {s['batch_size']}, lr {s['learning_rate']:.2g}"
+        )
+        seeds = ", ".join(str(r["seed"]) for r in chosen)
+        per_seed = ", ".join(f"{value:.4f}" for value in scores)
+        hr = mean([r["test"]["hr@10"] for r in chosen])
+        epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']}) {r['stopped']}" for r in chosen)
+        minutes = ", ".join(f"{r['command_wall_seconds'] / 60:.1f}" for r in chosen)
+        lines.append(
+            f"| {recipe} | {seeds} | {per_seed} | {mean(scores):.4f} | {hr:.4f} | {gap:+.4f} | "
+            f"{epochs} | {minutes} | {settings} |"
+        )
+    popular = next(iter(runs.values()), {}).get("most_popular_test")
+    if popular:
+        lines.append(
+            f"| most popular | - | - | {popular['ndcg@10']:.4f} | {popular['hr@10']:.4f} | "
+            f"{popular['ndcg@10'] - sasrec:+.4f} | - | - | - |"
+        )
+    lines.append("")
+    if "tune" in recorded:
+        t = recorded["tune"]
+        lines += [
+            f"Tuned: `{t['command']}`: {t['trials']} trials in {t['wall_seconds'] / 60:.1f} min "
+            f"(budget {t['command'].split('--max-minutes ')[1].split()[0]} min), best validation "
+            f"NDCG@10 {t['best']['value']:.4f} (trial {t['best']['trial']}), then each seed "
+            f"trained with `--config {t['config']}`.",
+            "",
+        ]
+    lines.append("Commands:")
+    lines.append("")
+    for r in sorted(runs.values(), key=lambda r: (RECIPES.index(r["recipe"]), r["seed"])):
+        lines.append(f"- `{r['command']}` ({r['date']}, {r['machine']})")
+    lines.append("")
+    return lines
+
+
+def report() -> None:
+    """The section of results/quality.md (between markers quality.py keeps) and recipes.png."""
+    path = RESULTS / "recipes.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"datasets": {}}
+    lines = [f"<!-- section: {SECTION} -->", "## Recipes across datasets", ""]
+    lines += [*SUMMARY, ""]
+    for name in DATASETS:
+        if results["datasets"].get(name, {}).get("runs"):
+            lines += dataset_table(name, results["datasets"][name])
+    lines.append("<!-- end section -->")
+    section = "\n".join(lines)
+    quality = RESULTS / "quality.md"
+    text = quality.read_text() if quality.is_file() else ""
+    begin = f"<!-- section: {SECTION} -->"
+    if begin in text:
+        start = text.index(begin)
+        end = text.index("<!-- end section -->", start) + len("<!-- end section -->")
+        text = text[:start] + section + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    tmp = quality.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(quality)
+    plot(results)
+
+
+# Filled in from the measured tables (what they show and the protocol): see report().
+SUMMARY = [
+    "Each run: `logitrec train` with the recipe, `--seed S` and `--max-minutes M` (the cap a",
+    "new user would set; `stopped by` says whether early stopping or the cap ended it), then",
+    "`logitrec evaluate --baselines` on the test split. `tuned` is `logitrec tune` started",
+    "from `auto` on the validation split only, its budget stated under each table.",
+]
+
+
+def plot(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in DATASETS if results["datasets"].get(n, {}).get("runs")]
+    if not names:
+        return
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
+    for axis, name in zip(axes[0], names, strict=True):
+        runs = results["datasets"][name]["runs"]
+        labels, values = [], []
+        for recipe in RECIPES:
+            scores = [r["test"]["ndcg@10"] for r in runs.values() if r["recipe"] == recipe]
+            if scores:
+                labels.append(recipe)
+                values.append(mean(scores))
+        axis.bar(labels, values, color="tab:blue")
+        for recipe_index, recipe in enumerate(labels):
+            seeds = [r["test"]["ndcg@10"] for r in runs.values() if r["recipe"] == recipe]
+            axis.plot([recipe_index] * len(seeds), seeds, "k.", markersize=4)
+        axis.axhline(DATASETS[name]["sasrec"][1], color="red", linestyle="--", label="SASRec")
+        axis.axhline(DATASETS[name]["best"][1], color="gray", linestyle=":", label="best")
+        axis.set_title(name)
+        axis.set_ylabel("test NDCG@10")
+    axes[0][0].legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "recipes.png", dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=list(DATASETS))
+    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--max-minutes", type=float, default=10.0, help="Each run's cap.")
+    parser.add_argument("--tune-minutes", type=float, default=10.0, help="The search's budget.")
+    parser.add_argument("--trial-minutes", type=float, default=2.0, help="Each trial's budget.")
+    parser.add_argument("--threads", type=int, help="CPU threads per run.")
+    parser.add_argument("--force", action="store_true", help="Rerun recorded runs.")
+    parser.add_argument("--report-only", action="store_true")
+    options = parser.parse_args()
+    if not options.report_only:
+        if not options.dataset:
+            parser.error("--dataset is required unless --report-only")
+        measure(options)
+    report()
+
+
+if __name__ == "__main__":
+    main()
