@@ -105,8 +105,14 @@ def test_tune_writes_best_settings_and_report_and_resumes_its_study(dataset_dir,
     trials = json.loads((out / "trials.json").read_text())
     assert [t["number"] for t in trials] == [0, 1, 2]
     assert all(t["seconds"] > 0 and set(t["params"]) == set(SEARCHED) for t in trials)
-    # The resumed sampler does not repeat the first call's first suggestion.
-    assert trials[2]["params"] != trials[0]["params"]
+    # The first trial is the recipe the search started from (ml-1m's settings; its weight
+    # decay of 0 at the search space's floor); the resumed sampler does not repeat the first
+    # call's own suggestion.
+    assert trials[0]["params"] == {
+        "learning_rate": 3e-3, "dropout": 0.2, "weight_decay": 1e-5, "max_length": 200,
+        "hidden_size": 64, "batch_size": 128,
+    }  # fmt: skip
+    assert trials[2]["params"] != trials[1]["params"]
     assert (out / "report.md").read_text().count("\n| ") == 4  # header and three trials
 
     best = summary["best"]
