@@ -118,10 +118,11 @@ def tune(name: str, data: Path, options) -> dict:
 
 
 def run(name: str, data: Path, recipe: str, seed: int, options, config: str | None) -> dict:
-    checkpoint = WORK / name / f"{recipe}-seed{seed}"
+    checkpoint = WORK / name / run_key(recipe, seed, options.variant)
     command = ["train", "--data", str(data), "--out", str(checkpoint), "--force", "-q"]
     command += ["--config", config] if recipe == "tuned" else ["--recipe", recipe]
     command += ["--seed", str(seed), "--max-minutes", str(options.max_minutes)]
+    command += options.train_args
     if options.threads:
         command += ["--threads", str(options.threads)]
     started = time.perf_counter()
@@ -133,6 +134,7 @@ def run(name: str, data: Path, recipe: str, seed: int, options, config: str | No
     metrics = json.loads((checkpoint / "metrics.json").read_text())
     return {
         "recipe": recipe,
+        "variant": options.variant,
         "seed": seed,
         "command": "logitrec " + " ".join(relative(Path(part)) for part in command),
         "date": time.strftime("%Y-%m-%d"),
@@ -187,6 +189,15 @@ def ml1m_default_runs() -> dict:
     return rows
 
 
+def run_key(recipe: str, seed: int, variant: str | None) -> str:
+    return f"{recipe}+{variant}-seed{seed}" if variant else f"{recipe}-seed{seed}"
+
+
+def row_name(run: dict) -> str:
+    """A table row: the recipe, with the variant's extra flags when there are some."""
+    return f"{run['recipe']} + {run['variant']}" if run.get("variant") else run["recipe"]
+
+
 def measure(options) -> None:
     name = options.dataset
     data = REPO / DATASETS[name]["data"]
@@ -205,7 +216,7 @@ def measure(options) -> None:
         config = str(REPO / recorded["tune"]["config"])
     for seed in options.seeds:
         for recipe in options.recipes:
-            key = f"{recipe}-seed{seed}"
+            key = run_key(recipe, seed, options.variant)
             if key in recorded["runs"] and not options.force:
                 continue
             entry = run(name, data, recipe, seed, options, config)
@@ -217,6 +228,14 @@ def measure(options) -> None:
 
 def mean(values: list[float]) -> float:
     return sum(values) / len(values)
+
+
+def row_names(runs: dict) -> list[str]:
+    """The table's rows in order: the recipes, each followed by its variants."""
+    names = {
+        row_name(r): (RECIPES.index(r["recipe"]), bool(r.get("variant"))) for r in runs.values()
+    }
+    return sorted(names, key=lambda row: (*names[row], row))
 
 
 def dataset_table(name: str, recorded: dict) -> list[str]:
@@ -234,17 +253,14 @@ def dataset_table(name: str, recorded: dict) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     runs = recorded.get("runs", {})
-    for recipe in RECIPES:
-        chosen = [r for r in runs.values() if r["recipe"] == recipe]
-        if not chosen:
-            continue
-        chosen.sort(key=lambda r: r["seed"])
+    for row in row_names(runs):
+        chosen = sorted((r for r in runs.values() if row_name(r) == row), key=lambda r: r["seed"])
         scores = [r["test"]["ndcg@10"] for r in chosen]
         gap = mean(scores) - sasrec
         s = chosen[0]["settings"]
         settings = (
-            f"len {s['max_length']}, h {s['hidden_size']}, drop {s['dropout']:g}, wd "
-            f"{s['weight_decay']:g}, batch {s['batch_size']}, lr {s['learning_rate']:.2g}"
+            f"len {s['max_length']}, h {s['hidden_size']}, drop {s['dropout']:.2g}, wd "
+            f"{s['weight_decay']:.2g}, batch {s['batch_size']}, lr {s['learning_rate']:.2g}"
         )
         seeds = ", ".join(str(r["seed"]) for r in chosen)
         per_seed = ", ".join(f"{value:.4f}" for value in scores)
@@ -252,7 +268,7 @@ def dataset_table(name: str, recorded: dict) -> list[str]:
         epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']}) {r['stopped']}" for r in chosen)
         minutes = ", ".join(f"{r['command_wall_seconds'] / 60:.1f}" for r in chosen)
         lines.append(
-            f"| {recipe} | {seeds} | {per_seed} | {mean(scores):.4f} | {hr:.4f} | {gap:+.4f} | "
+            f"| {row} | {seeds} | {per_seed} | {mean(scores):.4f} | {hr:.4f} | {gap:+.4f} | "
             f"{epochs} | {minutes} | {settings} |"
         )
     popular = next(iter(runs.values()), {}).get("most_popular_test")
@@ -273,7 +289,7 @@ def dataset_table(name: str, recorded: dict) -> list[str]:
         ]
     lines.append("Commands:")
     lines.append("")
-    for r in sorted(runs.values(), key=lambda r: (RECIPES.index(r["recipe"]), r["seed"])):
+    for r in sorted(runs.values(), key=lambda r: (row_names(runs).index(row_name(r)), r["seed"])):
         lines.append(f"- `{r['command']}` ({r['date']}, {r['machine']})")
     lines.append("")
     return lines
@@ -342,16 +358,14 @@ def plot(results: dict) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
         runs = results["datasets"][name]["runs"]
-        labels, values = [], []
-        for recipe in RECIPES:
-            scores = [r["test"]["ndcg@10"] for r in runs.values() if r["recipe"] == recipe]
-            if scores:
-                labels.append(recipe)
-                values.append(mean(scores))
-        axis.bar(labels, values, color="tab:blue")
-        for recipe_index, recipe in enumerate(labels):
-            seeds = [r["test"]["ndcg@10"] for r in runs.values() if r["recipe"] == recipe]
-            axis.plot([recipe_index] * len(seeds), seeds, "k.", markersize=4)
+        labels = row_names(runs)
+        scores = [[r["test"]["ndcg@10"] for r in runs.values() if row_name(r) == row]
+                  for row in labels]  # fmt: skip
+        axis.bar(range(len(labels)), [mean(seeds) for seeds in scores], color="tab:blue")
+        for index, seeds in enumerate(scores):
+            axis.plot([index] * len(seeds), seeds, "k.", markersize=4)
+        axis.set_xticks(range(len(labels)), [label.replace(" + ", "\n+ ") for label in labels],
+                        fontsize=7)  # fmt: skip
         axis.axhline(DATASETS[name]["sasrec"][1], color="red", linestyle="--", label="SASRec")
         axis.axhline(DATASETS[name]["best"][1], color="gray", linestyle=":", label="best")
         axis.set_title(name)
@@ -372,8 +386,14 @@ def main() -> None:
     parser.add_argument("--trial-minutes", type=float, default=2.0, help="Each trial's budget.")
     parser.add_argument("--threads", type=int, help="CPU threads per run.")
     parser.add_argument("--force", action="store_true", help="Rerun recorded runs.")
+    parser.add_argument(
+        "--variant", help="Name for extra train flags (after --): rows 'RECIPE + NAME'."
+    )
+    parser.add_argument("train_args", nargs="*", help="Extra `logitrec train` flags (after --).")
     parser.add_argument("--report-only", action="store_true")
     options = parser.parse_args()
+    if bool(options.variant) != bool(options.train_args):
+        parser.error("--variant names the extra train flags given after --: give both or neither")
     if not options.report_only:
         if not options.dataset:
             parser.error("--dataset is required unless --report-only")
