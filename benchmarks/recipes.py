@@ -403,8 +403,8 @@ def plot(results: dict) -> None:
         axis.bar(range(len(labels)), [mean(seeds) for seeds in scores], color="tab:blue")
         for index, seeds in enumerate(scores):
             axis.plot([index] * len(seeds), seeds, "k.", markersize=4)
-        axis.set_xticks(range(len(labels)), [label.replace(" + ", "\n+ ") for label in labels],
-                        fontsize=7)  # fmt: skip
+        ticks = [label.replace(" + sampled-softmax ", "\n+ sampled\n") for label in labels]
+        axis.set_xticks(range(len(labels)), ticks, fontsize=7)
         axis.axhline(DATASETS[name]["sasrec"][1], color="red", linestyle="--", label="SASRec")
         axis.axhline(DATASETS[name]["best"][1], color="gray", linestyle=":", label="best")
         axis.set_title(name)
