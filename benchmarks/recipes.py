@@ -19,13 +19,15 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from logitrec.atomic import write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import DEFAULT_RECIPE_RUNS, logitrec
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -67,14 +69,6 @@ DATASETS = {
         "best": ("LRURec", 0.0620),
     },
 }  # fmt: skip
-
-
-def logitrec(*args: str) -> str:
-    command = [sys.executable, "-m", "logitrec", *args]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
 
 
 def relative(path: Path) -> str:
@@ -164,9 +158,6 @@ def ml1m_default_runs() -> dict:
     path = RESULTS / "quality.json"
     if not path.is_file():
         return {}
-    sys.path.insert(0, str(Path(__file__).parent))
-    from quality import DEFAULT_RECIPE_RUNS
-
     runs = json.loads(path.read_text())["runs"]
     rows = {}
     for name in DEFAULT_RECIPE_RUNS:
